@@ -1,0 +1,46 @@
+"""The ``sessionbench`` command: thin argument parsing over the bench stages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bench.servers import MODES, ServerError, open_servers
+
+
+def _cmd_servers(args: argparse.Namespace) -> int:
+    with open_servers(args.servers) as servers:
+        print(servers.describe())
+        print(f"DATABASE_URL={servers.database_url}")
+        print(f"REDIS_URL={servers.redis_url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionbench",
+        description="Measure where LLM chat history should live: memory, PostgreSQL, or Redis + PostgreSQL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("servers", help="start the embedded PostgreSQL and Redis, print versions and URLs, stop")
+    p.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
+    p.set_defaults(func=_cmd_servers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ServerError as exc:
+        print(f"sessionbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sessionbench: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Shared fixtures: real PostgreSQL and Redis for the whole session, clean state per test.
+
+Servers come from :mod:`bench.servers`: embedded by default, ``DATABASE_URL`` /
+``REDIS_URL`` to use existing ones, ``SESSIONBENCH_SERVERS=docker`` for
+testcontainers.  A server that cannot be started fails the run; it is never
+skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from bench.servers import EmbeddedPostgres, EmbeddedRedis, Servers, open_servers
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    """One PostgreSQL and one Redis for the whole test session."""
+    with open_servers(os.environ.get("SESSIONBENCH_SERVERS", "auto"), environ=os.environ) as running:
+        yield running
+
+
+@pytest.fixture
+def embedded_redis(servers: Servers) -> EmbeddedRedis:
+    """The embedded Redis, for tests that kill or freeze it (skipped on external servers)."""
+    if servers.redis is None:
+        pytest.skip(f"fault injection needs embedded servers; mode is {servers.mode}")
+    return servers.redis
+
+
+@pytest.fixture
+def embedded_postgres(servers: Servers) -> EmbeddedPostgres:
+    """The embedded PostgreSQL, for tests that kill or restart it (skipped on external servers)."""
+    if servers.postgres is None:
+        pytest.skip(f"fault injection needs embedded servers; mode is {servers.mode}")
+    return servers.postgres
+
+
+async def _reset_postgres(url: str) -> None:
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        await conn.execute(
+            """
+            DO $$ BEGIN
+              IF to_regclass('chat_sessions') IS NOT NULL THEN
+                TRUNCATE chat_sessions CASCADE;
+              END IF;
+            END $$;
+            """
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(servers: Servers) -> AsyncIterator[str]:
+    """A PostgreSQL URL whose session tables (if any) are empty."""
+    await _reset_postgres(servers.database_url)
+    yield servers.database_url
+
+
+@pytest.fixture
+async def redis_url(servers: Servers) -> AsyncIterator[str]:
+    """A Redis URL whose keyspace is empty."""
+    client = aioredis.Redis.from_url(servers.redis_url, socket_timeout=5)
+    try:
+        await client.flushall()
+    finally:
+        await client.aclose()
+    yield servers.redis_url
