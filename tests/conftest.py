@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis, Servers, open_servers
+from store import SessionStore, open_store
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +74,40 @@ async def redis_url(servers: Servers) -> AsyncIterator[str]:
     finally:
         await client.aclose()
     yield servers.redis_url
+
+
+# ----------------------------------------------------------------------------- stores
+# One contract suite over every backend: adding a backend means adding one fixture here
+# and its name to STORE_FIXTURES.
+STORE_FIXTURES = ("memory_store", "postgres_store", "hybrid_store")
+
+
+@pytest.fixture
+async def memory_store() -> AsyncIterator[SessionStore]:
+    """The in-process backend with default bounds."""
+    store = await open_store("memory")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def postgres_store(database_url: str) -> AsyncIterator[SessionStore]:
+    """The PostgreSQL backend on the session's real server, empty tables."""
+    store = await open_store("postgres", database_url=database_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def hybrid_store(database_url: str, redis_url: str) -> AsyncIterator[SessionStore]:
+    """Redis in front of PostgreSQL, both real, both empty; default cache settings."""
+    store = await open_store("hybrid", database_url=database_url, redis_url=redis_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=STORE_FIXTURES)
+def store(request: pytest.FixtureRequest) -> SessionStore:
+    """Each backend in turn (the contract suite runs every test against all three)."""
+    backend: SessionStore = request.getfixturevalue(request.param)
+    return backend

@@ -1,0 +1,89 @@
+"""``open_store``: build a store from a :class:`Settings` or a spec, owning its clients.
+
+Library code below this receives clients; this entry-point helper creates the
+asyncpg pool and the Redis client, applies migrations, and closes them in
+``close()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.base import NULL_EVENTS, SessionStore, StoreEvents, ValidationError
+from store.settings import Settings
+
+
+class _Owned:
+    """Wraps a store and closes the clients ``open_store`` created, after the store."""
+
+    def __init__(self, inner: Any, closers: list[Any]) -> None:
+        self._inner = inner
+        self._closers = closers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def close(self) -> None:
+        try:
+            await self._inner.close()
+        finally:
+            for close in self._closers:
+                await close()
+
+
+async def open_store(
+    settings: Settings | str = "hybrid",
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    events: StoreEvents = NULL_EVENTS,
+    **options: Any,
+) -> SessionStore:
+    """Open a store.  ``settings`` is a :class:`Settings` or a spec such as
+    ``"hybrid?cache_size=20&ttl=3600"``; keyword options (``cache_size=20``,
+    ``**{"redis.socket_timeout": 0.1}``) override it.  The result owns its pools.
+    """
+    cfg = Settings.from_spec(settings) if isinstance(settings, str) else settings
+    if options:
+        cfg = cfg.with_options(options)
+    if database_url is not None or redis_url is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, database_url=database_url or cfg.database_url, redis_url=redis_url or cfg.redis_url)
+
+    if cfg.backend == "memory":
+        from store.memory import MemoryStore
+
+        return MemoryStore(settings=cfg.memory, limits=cfg.limits)
+
+    from store.postgres import PostgresStore, create_pool, migrate
+
+    if not cfg.database_url:
+        raise ValidationError("database_url", f"the {cfg.backend} backend needs DATABASE_URL")
+    if cfg.backend == "hybrid" and not cfg.redis_url:
+        raise ValidationError("redis_url", "the hybrid backend needs REDIS_URL")
+    pg = cfg.postgres
+    pool = await create_pool(
+        cfg.database_url,
+        min_size=pg.min_size,
+        max_size=pg.max_size,
+        command_timeout=pg.command_timeout,
+        connect_timeout=pg.connect_timeout,
+    )
+    closers: list[Any] = [pool.close]
+    try:
+        await migrate(pool)
+        durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events)
+        if cfg.backend == "postgres":
+            return _Owned(durable, closers)
+        from store.hybrid import HybridStore, create_redis
+
+        redis = create_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
+        closers.insert(0, redis.aclose)
+        hybrid = HybridStore(redis, durable, cache=cfg.cache, breaker=cfg.redis, events=events)
+        await hybrid.load_scripts()
+        return _Owned(hybrid, closers)
+    except BaseException:
+        for close in closers:
+            await close()
+        raise

@@ -1,0 +1,492 @@
+"""Hybrid backend: a Redis cache of each session's recent window in front of PostgreSQL.
+
+PostgreSQL (the ``durable`` store) is the source of truth; Redis holds, per session,
+a **contiguous suffix** of the history (at most ``cache.size`` messages, each tagged
+with its ``seq``).  The consistency contract (DESIGN.md §2):
+
+1. A write returns only after PostgreSQL committed it; if PostgreSQL fails the call
+   raises and the cache is not touched.
+2. An append extends the cached window in one Lua script only if its first ``seq`` is
+   exactly the cached last ``seq`` + 1; otherwise the entry is dropped.  No gap, no
+   misorder, never an entry holding only the newest message.
+3. A populate after a miss holds a lease taken by the read that missed; any append or
+   delete in between deletes the lease, so the populate is discarded.
+4. Requests the window cannot answer in full go to PostgreSQL as ``bypass``.
+5. Redis errors never fail a call: reads fall back to PostgreSQL, writes still succeed,
+   a circuit breaker stops waiting on a dead Redis, and sessions written while Redis
+   was unreachable are remembered (bounded; on overflow the whole cache namespace is
+   invalidated by bumping an epoch) and dropped from the cache before it serves again.
+6. TTL is sliding by default (refreshed on read and write) or fixed; delete and cleanup
+   remove cache entries too.
+
+Keys per session share a hash tag so the three live in one Redis Cluster slot:
+``{prefix}:{<sid>}:m`` (list of encoded messages), ``:h`` (hash: last, owner, epoch),
+``:l`` (populate lease).  The epoch key ``{prefix}:epoch`` is read inside the scripts;
+under Redis Cluster it lives in another slot (see the README's scaling notes).
+
+Round trips:
+
+* ``get_messages`` hit: **1 Redis** (one EVALSHA).  Miss: **1 Redis + 1 PG + 1 Redis**
+  (the lookup that takes the lease, the PostgreSQL read, the populate).  Bypass:
+  1 Redis + 1 PG.
+* ``add_message`` / ``add_messages`` (a turn): **1 PG + 1 Redis**.
+* Right after a Redis outage, the first cache operation adds 1 Redis round trip to
+  drop the entries that missed writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from store.base import (
+    NULL_EVENTS,
+    CacheResult,
+    Message,
+    NewMessage,
+    Session,
+    SessionNotFound,
+    StoreEvents,
+    last_cache_result,
+    validate_before_seq,
+    validate_cleanup,
+    validate_limit,
+    validate_session_id,
+    validate_user_id,
+)
+from store.postgres import PostgresStore
+from store.settings import CacheSettings, RedisSettings
+
+BACKEND = "hybrid"
+
+# KEYS: list, hash, lease, epoch
+# ARGV: limit, before_seq ('' = none), ttl_ms, sliding, owner ('' = any), lease token ('' = none), lease_ms
+_READ = """
+local h = redis.call('HMGET', KEYS[2], 'last', 'owner', 'epoch')
+local epoch = redis.call('GET', KEYS[4]) or '0'
+if not h[1] or h[3] ~= epoch then
+  local stale = 0
+  if h[1] then redis.call('DEL', KEYS[1], KEYS[2]); stale = 1 end
+  local leased = 0
+  if ARGV[6] ~= '' and redis.call('SET', KEYS[3], ARGV[6], 'PX', ARGV[7], 'NX') then leased = 1 end
+  return {'miss', leased, stale}
+end
+if ARGV[5] ~= '' and h[2] ~= ARGV[5] then return {'forbidden'} end
+if ARGV[4] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+local last = tonumber(h[1])
+local first = last - redis.call('LLEN', KEYS[1]) + 1
+local upper = last
+if ARGV[2] ~= '' then upper = math.min(last, tonumber(ARGV[2]) - 1) end
+local lower = math.max(1, upper - tonumber(ARGV[1]) + 1)
+if upper < lower then return {'hit', last, {}} end
+if lower < first then return {'bypass', last} end
+return {'hit', last, redis.call('LRANGE', KEYS[1], lower - first, upper - first)}
+"""
+
+# KEYS: list, hash, lease, epoch
+# ARGV: first seq, ttl_ms, sliding, size, encoded messages...
+_APPEND = """
+redis.call('DEL', KEYS[3])
+local h = redis.call('HMGET', KEYS[2], 'last', 'epoch')
+if not h[1] then return 'absent' end
+if h[2] ~= (redis.call('GET', KEYS[4]) or '0') then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 'epoch'
+end
+local last = tonumber(h[1])
+local first = tonumber(ARGV[1])
+local n = #ARGV - 4
+if last >= first + n - 1 then return 'present' end
+if last ~= first - 1 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 'gap'
+end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('HSET', KEYS[2], 'last', first + n - 1)
+if ARGV[3] == '1' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+else
+  local pttl = redis.call('PTTL', KEYS[2])
+  if pttl > 0 then redis.call('PEXPIRE', KEYS[1], pttl) end
+end
+return 'extended'
+"""
+
+# KEYS: list, hash, lease, epoch
+# ARGV: lease token, last seq, owner, ttl_ms, encoded messages...
+_POPULATE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'discarded' end
+redis.call('DEL', KEYS[3], KEYS[1])
+if #ARGV > 4 then
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('HSET', KEYS[2], 'last', ARGV[2], 'owner', ARGV[3], 'epoch', redis.call('GET', KEYS[4]) or '0')
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 'stored'
+"""
+
+
+def create_redis(url: str, settings: RedisSettings) -> aioredis.Redis:
+    """A pooled asyncio client with explicit timeouts and no retries (faults surface fast).
+
+    ``rediss://`` URLs use TLS.  The caller owns the client and closes it.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        max_connections=settings.max_connections,
+        health_check_interval=0,
+        decode_responses=True,
+    )
+
+
+class CircuitBreaker:
+    """Closed -> open after ``failures`` consecutive errors; half-open (one probe) after ``reset`` s."""
+
+    CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
+    def __init__(self, failures: int, reset: float, events: StoreEvents) -> None:
+        self.threshold = max(1, failures)
+        self.reset = reset
+        self.events = events
+        self.state = self.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN and time.monotonic() - self._opened_at >= self.reset:
+            self._set(self.HALF_OPEN)
+        if self.state == self.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self._failures = 0
+        self._probing = False
+        if self.state != self.CLOSED:
+            self._set(self.CLOSED)
+
+    def failure(self) -> None:
+        self._failures += 1
+        self._probing = False
+        if self.state == self.HALF_OPEN or self._failures >= self.threshold:
+            self._opened_at = time.monotonic()
+            if self.state != self.OPEN:
+                self._set(self.OPEN)
+
+    def _set(self, state: int) -> None:
+        self.state = state
+        self.events.breaker_state(state)
+
+
+def _redis_kind(exc: BaseException) -> str:
+    name = type(exc).__name__.lower()
+    if "timeout" in name:
+        return "timeout"
+    if "connection" in name or isinstance(exc, OSError):
+        return "connection"
+    return "command"
+
+
+def _encode(m: Message) -> str:
+    return json.dumps(
+        {"s": m.seq, "r": m.role, "c": m.content, "t": m.created_at.isoformat(), "m": m.metadata},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _decode(session_id: str, raw: str) -> Message:
+    d = json.loads(raw)
+    return Message(session_id, d["s"], d["r"], d["c"], datetime.fromisoformat(d["t"]), d["m"])
+
+
+class HybridStore:
+    """Redis in front of a :class:`PostgresStore`.  Both clients are borrowed, not owned."""
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        durable: PostgresStore,
+        *,
+        cache: CacheSettings | None = None,
+        breaker: RedisSettings | None = None,
+        events: StoreEvents = NULL_EVENTS,
+    ) -> None:
+        self.redis = redis
+        self.durable = durable
+        self.limits = durable.limits
+        self.cache = cache or CacheSettings()
+        breaker_cfg = breaker or RedisSettings()
+        self.events = events
+        self.breaker = CircuitBreaker(breaker_cfg.breaker_failures, breaker_cfg.breaker_reset, events)
+        self._read = redis.register_script(_READ)
+        self._append = redis.register_script(_APPEND)
+        self._populate = redis.register_script(_POPULATE)
+        self._ttl_ms = str(max(1, int(self.cache.ttl * 1000)))
+        self._lease_ms = str(max(1, int(self.cache.lease_ttl * 1000)))
+        self._sliding = "1" if self.cache.sliding else "0"
+        self._epoch_key = f"{self.cache.key_prefix}:epoch"
+        self._dirty: set[str] = set()
+        self._bump_epoch = False
+
+    async def load_scripts(self) -> bool:
+        """SCRIPT LOAD the Lua scripts so the first calls do not pay for NOSCRIPT.
+
+        Returns False (and stays usable) when Redis is unreachable; scripts are then
+        loaded on first use.
+        """
+        try:
+            for script in (self._read, self._append, self._populate):
+                await self.redis.script_load(script.script)
+        except (RedisError, OSError) as exc:
+            self.events.error("redis", "load_scripts", _redis_kind(exc))
+            return False
+        return True
+
+    def _keys(self, sid: str) -> list[str]:
+        base = f"{self.cache.key_prefix}:{{{sid}}}"
+        return [f"{base}:m", f"{base}:h", f"{base}:l", self._epoch_key]
+
+    # -- Redis plumbing ----------------------------------------------------------------------
+    def _redis_failed(self, operation: str, exc: BaseException) -> None:
+        self.breaker.failure()
+        self.events.error("redis", operation, _redis_kind(exc))
+
+    def _mark_dirty(self, sid: str) -> None:
+        """Remember a session whose cache entry may have missed a write (bounded)."""
+        if self._bump_epoch:
+            return
+        self._dirty.add(sid)
+        if len(self._dirty) > self.cache.dirty_max:
+            self._dirty.clear()
+            self._bump_epoch = True
+
+    async def _usable(self, operation: str) -> bool:
+        """True when the cache may be used now: breaker allows and no entry that missed
+        a write is left (they are dropped first, in one round trip)."""
+        if not self.breaker.allow():
+            return False
+        if not self._dirty and not self._bump_epoch:
+            return True
+        dirty, bump = list(self._dirty), self._bump_epoch
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sid in dirty:
+                    pipe.delete(*self._keys(sid)[:3])
+                if bump:
+                    pipe.incr(self._epoch_key)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._redis_failed(operation, exc)
+            return False
+        self._dirty.difference_update(dirty)
+        if bump:
+            self._bump_epoch = False
+            self.events.cache_invalidation("epoch_bump")
+        for _ in dirty:
+            self.events.cache_invalidation("outage")
+        self.breaker.success()
+        return True
+
+    async def _drop(self, sids: Sequence[str], reason: str, operation: str) -> None:
+        """Delete cache entries after PostgreSQL deleted their sessions."""
+        if not sids:
+            return
+        if await self._usable(operation):
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for sid in sids:
+                        pipe.delete(*self._keys(sid)[:3])
+                    await pipe.execute()
+                self.breaker.success()
+                for _ in sids:
+                    self.events.cache_invalidation(reason)
+                return
+            except (RedisError, OSError) as exc:
+                self._redis_failed(operation, exc)
+        for sid in sids:
+            self._mark_dirty(sid)
+
+    def _result(self, result: CacheResult) -> None:
+        self.events.cache_result(result)
+        last_cache_result.set(result)
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get_messages(
+        self,
+        session_id: str | uuid.UUID,
+        limit: int = 20,
+        before_seq: int | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> list[Message]:
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        validate_limit(limit, self.limits)
+        validate_before_seq(before_seq)
+        keys = self._keys(sid)
+        token = ""
+        result: CacheResult = "error"
+        if await self._usable("get_messages"):
+            token = secrets.token_hex(8) if before_seq is None else ""
+            args = [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
+                    self._lease_ms]  # fmt: skip
+            try:
+                reply = await self._read(keys=keys, args=args)
+            except (RedisError, OSError) as exc:
+                self._redis_failed("get_messages", exc)
+                token = ""
+            else:
+                self.breaker.success()
+                kind = reply[0]
+                if kind == "hit":
+                    self._result("hit")
+                    return [_decode(sid, raw) for raw in reply[2]]
+                if kind == "forbidden":
+                    self._result("hit")
+                    raise SessionNotFound(sid)
+                if kind == "bypass":
+                    result, token = "bypass", ""
+                else:
+                    result = "miss"
+                    if reply[2]:
+                        self.events.cache_invalidation("epoch")
+                    if not reply[1]:
+                        token = ""
+        self._result(result)
+        fetch = max(limit, self.cache.size) if token else limit
+        window = await self.durable.read_window(sid, fetch, before_seq)
+        if window is None:
+            if uid is None:
+                return []
+            raise SessionNotFound(sid)
+        if token:
+            await self._fill(sid, keys, token, window.last_seq, window.user_id, window.messages[-self.cache.size :])
+        if uid is not None and window.user_id != uid:
+            raise SessionNotFound(sid)
+        return window.messages[-limit:]
+
+    async def _fill(self, sid: str, keys: list[str], token: str, last_seq: int, owner: str | None,
+                    messages: list[Message]) -> None:  # fmt: skip
+        try:
+            stored = await self._populate(
+                keys=keys, args=[token, last_seq, owner or "", self._ttl_ms, *map(_encode, messages)]
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed("populate", exc)
+            return
+        self.breaker.success()
+        self.events.cache_populate("stored" if stored == "stored" else "discarded")
+
+    # -- writes ------------------------------------------------------------------------------
+    async def add_message(
+        self,
+        session_id: str | uuid.UUID,
+        role: str,
+        content: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> Message:
+        return (await self.add_messages(session_id, [NewMessage(role, content, metadata)], user_id=user_id))[0]
+
+    async def add_messages(
+        self,
+        session_id: str | uuid.UUID,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+    ) -> list[Message]:
+        stored = await self.durable.add_messages(session_id, messages, user_id=user_id)
+        sid = stored[0].session_id
+        if not await self._usable("add_messages"):
+            self._mark_dirty(sid)
+            return stored
+        args: list[str | int] = [stored[0].seq, self._ttl_ms, self._sliding, self.cache.size, *map(_encode, stored)]
+        try:
+            outcome = await self._append(keys=self._keys(sid), args=args)
+        except (RedisError, OSError, asyncio.CancelledError) as exc:
+            self._mark_dirty(sid)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self._redis_failed("add_messages", exc)
+            return stored
+        self.breaker.success()
+        if outcome in ("gap", "epoch"):
+            self.events.cache_invalidation(outcome)
+        return stored
+
+    async def create_session(
+        self,
+        session_id: str | uuid.UUID | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        return await self.durable.create_session(session_id, user_id, metadata)
+
+    async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
+        return await self.durable.get_session(session_id, user_id=user_id)
+
+    async def list_sessions(
+        self, user_id: str | None, limit: int = 20, before: datetime | None = None
+    ) -> list[Session]:
+        return await self.durable.list_sessions(user_id, limit, before)
+
+    async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
+        return await self.durable.search(query, user_id, limit)
+
+    def export(
+        self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
+    ) -> AsyncIterator[str]:
+        return self.durable.export(session_id, format, user_id=user_id)
+
+    async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
+        deleted = await self.durable.delete_session(session_id, user_id=user_id)
+        if deleted:
+            await self._drop([validate_session_id(session_id)], "delete", "delete_session")
+        return deleted
+
+    async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
+        validate_cleanup(older_than, batch_size)
+        total = 0
+        while batch := await self.durable.cleanup_batch(older_than, batch_size):
+            await self._drop(batch, "cleanup", "cleanup_inactive")
+            total += len(batch)
+            if len(batch) < batch_size:
+                break
+        return total
+
+    @property
+    def dirty_sessions(self) -> int:
+        """Sessions whose cache entries will be dropped when Redis answers again."""
+        return len(self._dirty)
+
+    async def close(self) -> None:
+        """Nothing to release: the Redis client and the durable store are borrowed."""
