@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from bench.servers import MODES, ServerError, open_servers
+from store.base import StoreError
+
+#: Modules that add a subcommand: each has ``register(subparsers) -> None`` and sets
+#: ``func`` (``(argparse.Namespace) -> int``) on its parser.  One line per command.
+COMMANDS: tuple[str, ...] = ()
 
 
 def _cmd_servers(args: argparse.Namespace) -> int:
@@ -26,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("servers", help="start the embedded PostgreSQL and Redis, print versions and URLs, stop")
     p.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
     p.set_defaults(func=_cmd_servers)
+    for module in COMMANDS:
+        importlib.import_module(module).register(sub)
     return parser
 
 
@@ -33,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ServerError as exc:
+    except (ServerError, StoreError, OSError, ValueError) as exc:
+        # One readable line, non-zero exit; tracebacks are for bugs, not for bad input.
         print(f"sessionbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
