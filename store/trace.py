@@ -1,4 +1,4 @@
-"""The access-trace format shared by workloads, the runner, the service's access log and the advisor.
+"""The access-trace format shared by the service's access log, workloads, the runner and the advisor.
 
 A trace is a text file, one event per line, tab-separated, after two header lines::
 
