@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,6 +148,23 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+#: ``older_than`` above this is rejected: PostgreSQL cannot subtract much more from now().
+MAX_OLDER_THAN = 100 * 365.25 * 24 * 3600.0
+
+# A NUL character inside any JSON string is encoded as ``\u0000`` preceded by an even
+# number of backslashes; an odd number means the text holds a literal backslash-u-0000.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings holding lone surrogates, which neither PostgreSQL nor Redis can store."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_session_id(session_id: str | uuid.UUID | None, *, field: str = "session_id") -> str:
     """Return the canonical (lowercase, hyphenated) form of a UUID session id."""
     if isinstance(session_id, uuid.UUID):
@@ -168,6 +186,8 @@ def validate_user_id(user_id: str | None, limits: Limits) -> str | None:
         raise ValidationError("user_id", f"must be a non-empty string of at most {limits.user_id_chars} characters")
     if "\x00" in user_id:
         raise ValidationError("user_id", "must not contain NUL characters")
+    if not _is_unicode(user_id):
+        raise ValidationError("user_id", "is not valid Unicode text")
     return user_id
 
 
@@ -179,10 +199,12 @@ def validate_metadata(metadata: Mapping[str, Any] | None, limits: Limits, *, fie
         raise ValidationError(field, "must be a JSON object")
     try:
         encoded = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(field, f"is not JSON-serialisable ({exc})") from None
-    if "\\u0000" in encoded:
+    if _JSON_NUL.search(encoded):
         raise ValidationError(field, "must not contain NUL characters")
+    if not _is_unicode(encoded):
+        raise ValidationError(field, "is not valid Unicode text")
     if len(encoded.encode()) > limits.metadata_bytes:
         raise ValidationError(field, f"is larger than {limits.metadata_bytes} bytes encoded")
     decoded: dict[str, Any] = json.loads(encoded)
@@ -206,7 +228,7 @@ def validate_content(content: str, limits: Limits, *, field: str = "content") ->
 
 
 def validate_role(role: str, *, field: str = "role") -> str:
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise ValidationError(field, f"must be one of {', '.join(sorted(ROLES))}")
     return role
 
@@ -257,14 +279,16 @@ def validate_before_seq(before_seq: int | None) -> int | None:
 
 
 def validate_format(fmt: str) -> str:
-    if fmt not in EXPORT_FORMATS:
+    if not isinstance(fmt, str) or fmt not in EXPORT_FORMATS:
         raise ValidationError("format", f"must be one of {', '.join(sorted(EXPORT_FORMATS))}")
     return fmt
 
 
 def validate_cleanup(older_than: float, batch_size: int) -> None:
-    if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or not older_than >= 0:
-        raise ValidationError("older_than", "must be a non-negative number of seconds")
+    # The chained comparison also rejects NaN and infinities (and never overflows on big ints).
+    number = isinstance(older_than, (int, float)) and not isinstance(older_than, bool)
+    if not number or not 0 <= older_than <= MAX_OLDER_THAN:
+        raise ValidationError("older_than", "must be a number of seconds from 0 to 100 years")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 100_000:
         raise ValidationError("batch_size", "must be an integer from 1 to 100000")
 
@@ -272,8 +296,8 @@ def validate_cleanup(older_than: float, batch_size: int) -> None:
 def validate_query(query: str, limits: Limits) -> str:
     if not isinstance(query, str) or not query.strip():
         raise ValidationError("query", "must be a non-empty string")
-    if len(query) > limits.query_chars or "\x00" in query:
-        raise ValidationError("query", f"must be at most {limits.query_chars} characters, without NUL")
+    if len(query) > limits.query_chars or "\x00" in query or not _is_unicode(query):
+        raise ValidationError("query", f"must be at most {limits.query_chars} characters of text, without NUL")
     return query.strip()
 
 

@@ -7,6 +7,10 @@ It never grows without bound, unlike the seed's ``self.sessions = {}``.
 
 Round trips: none.  Every operation is a dictionary lookup; ``get_messages`` and
 ``add_messages`` are O(limit) and O(batch).
+
+Returned objects never alias stored state: metadata is copied on the way out, so a
+caller mutating a returned ``Message.metadata`` changes nothing stored (as with the
+other backends, which decode fresh objects on every read).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class MemoryStore:
         meta = validate_metadata(metadata, self.limits)
         entry = self._get(sid, uid) or self._new(sid, uid, meta)
         self._touch(sid, entry)
-        return entry.session
+        return _session_copy(entry.session)
 
     async def add_message(
         self,
@@ -136,7 +140,7 @@ class MemoryStore:
         entry.messages.extend(stored)
         entry.session = replace(entry.session, last_seq=stored[-1].seq, last_message_at=now, is_active=True)
         self._touch(sid, entry)
-        return stored
+        return [_message_copy(m) for m in stored]
 
     async def get_messages(
         self,
@@ -157,14 +161,14 @@ class MemoryStore:
             raise SessionNotFound(sid)
         self._touch(sid, entry)
         newest_first = (m for m in reversed(entry.messages) if before_seq is None or m.seq < before_seq)
-        return list(reversed(list(islice(newest_first, limit))))
+        return [_message_copy(m) for m in reversed(list(islice(newest_first, limit)))]
 
     async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
         sid = validate_session_id(session_id)
         entry = self._get(sid, validate_user_id(user_id, self.limits))
         if entry is None:
             raise SessionNotFound(sid)
-        return entry.session
+        return _session_copy(entry.session)
 
     async def list_sessions(
         self, user_id: str | None, limit: int = 20, before: datetime | None = None
@@ -180,7 +184,7 @@ class MemoryStore:
             if e.session.user_id == uid and (before is None or e.session.last_message_at < before)
         ]
         found.sort(key=lambda s: s.last_message_at, reverse=True)
-        return found[:limit]
+        return [_session_copy(s) for s in found[:limit]]
 
     async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
         """Case-insensitive substring match of every word of ``query``, newest first."""
@@ -195,7 +199,7 @@ class MemoryStore:
             if all(w in m.content.casefold() for w in words)
         ]
         hits.sort(key=lambda m: (m.created_at, m.seq), reverse=True)
-        return hits[:limit]
+        return [_message_copy(m) for m in hits[:limit]]
 
     async def export(
         self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
@@ -233,3 +237,20 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._sessions.clear()
+
+
+def _clone(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _message_copy(m: Message) -> Message:
+    return Message(m.session_id, m.seq, m.role, m.content, m.created_at, _clone(m.metadata))
+
+
+def _session_copy(s: Session) -> Session:
+    return replace(s, metadata=_clone(s.metadata))

@@ -204,8 +204,17 @@ class PostgresStore:
         sid = validate_session_id(session_id) if session_id is not None else str(uuid.uuid4())
         uid = validate_user_id(user_id, self.limits)
         meta = validate_metadata(metadata, self.limits)
-        row = await self._run("create_session", lambda c: c.fetchrow(_CREATE, uuid.UUID(sid), uid, meta))
-        assert row is not None
+        row = None
+        for _ in range(3):
+            row = await self._run("create_session", lambda c: c.fetchrow(_CREATE, uuid.UUID(sid), uid, meta))
+            if row is not None:
+                break
+            # No row: a concurrent create committed after this statement's snapshot, so the
+            # INSERT waited and did nothing and the SELECT arm could not see the row.  A
+            # new statement (new snapshot) sees it; this extra round trip happens only
+            # when the race is lost.
+        if row is None:
+            raise StoreUnavailable(f"PostgreSQL create_session kept racing on session {sid}")
         session = _session(row)
         if uid is not None and session.user_id != uid:
             raise SessionNotFound(sid)
