@@ -482,6 +482,10 @@ class _Edge:
                     await _send_error(send_wrapper, 413, "payload_too_large", f"the body exceeds {self.max_body} bytes")
                 else:
                     await self.app(scope, self._limited(receive), send_wrapper)
+            except asyncio.CancelledError:
+                if not state["started"]:
+                    state["status"] = 499  # the client went away first (nginx's convention)
+                raise
             except Exception:
                 log.exception("unhandled error in %s %s", method, scope.get("path"))
                 if not state["started"]:
