@@ -12,7 +12,7 @@ from store.base import StoreError
 
 #: Modules that add a subcommand: each has ``register(subparsers) -> None`` and sets
 #: ``func`` (``(argparse.Namespace) -> int``) on its parser.  One line per command.
-COMMANDS: tuple[str, ...] = ("bench.cleanup", "bench.serve")
+COMMANDS: tuple[str, ...] = ("bench.cleanup", "bench.compare", "bench.report", "bench.serve", "bench.loadtest")
 
 
 def _cmd_servers(args: argparse.Namespace) -> int:
