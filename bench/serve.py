@@ -70,6 +70,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         where = "no servers (in-process memory)"
         if args.backend == "memory":
             settings = replace(base, backend="memory")
+        elif args.backend == "postgres" and args.servers != "embedded" and base.database_url and not base.redis_url:
+            settings = replace(base, backend="postgres")  # PostgreSQL alone needs no Redis
+            where = "external PostgreSQL (DATABASE_URL)"
         else:
             servers = stack.enter_context(open_servers(args.servers, environ=env))
             settings = replace(base, backend=args.backend, database_url=servers.database_url,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -392,3 +397,47 @@ def _no_leaked_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("SESSIONSTORE_TOKENS", "SESSIONSTORE_TOKENS_FILE", "SESSIONSTORE_DEV_AUTH", "SESSIONSTORE_ACCESS_LOG"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+# ----------------------------------------------------------------------------- sessionbench serve
+
+
+def test_serve_starts_says_how_and_stops_cleanly_on_ctrl_c() -> None:
+    """`sessionbench serve` prints backend, auth mode and URL, answers, and exits 0 after SIGINT."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONSTORE_", "OTEL_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "serve", "--backend", "memory", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("listening on" in line for line in lines):
+            lines.append(proc.stdout.readline())
+        banner = "".join(lines)
+        assert "backend memory" in banner
+        assert "dev auth enabled because the service binds 127.0.0.1" in banner
+        url = re.search(r"listening on (http://127\.0\.0\.1:\d+)", banner)
+        assert url is not None, banner
+        assert httpx.get(url.group(1) + "/healthz", timeout=5).json() == {"status": "ok"}
+        r = httpx.post(url.group(1) + "/v1/sessions", json={}, headers=ALICE, timeout=5)
+        assert r.json()["user_id"] == "alice"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert "sessionbench serve: stopped" in out
+
+
+def test_serve_refuses_a_non_loopback_bind_without_tokens() -> None:
+    """Binding beyond 127.0.0.1 with no tokens configured is refused before anything starts."""
+    from bench.cli import build_parser
+    from bench.serve import run
+
+    args = build_parser().parse_args(["serve", "--backend", "memory", "--host", "0.0.0.0"])  # noqa: S104 - never bound
+    with pytest.raises(ValueError, match="no bearer tokens configured"):
+        run(args, environ={})
