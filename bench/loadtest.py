@@ -322,17 +322,18 @@ def run_locust(
         # CPU is counted from the moment users start (Locust's imports and start-up are not load).
         t0: float | None = None
         machine0 = psutil.cpu_times()
-        while proc.poll() is None:
-            if t0 is None and (_load_started(log_path) or time.monotonic() - launched > 10):
-                t0, machine0 = time.perf_counter(), psutil.cpu_times()
-            if t0 is not None:
-                sampler.sample()
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # the group this call created for Locust
-                proc.wait(timeout=10)
-                raise LoadtestError(f"Locust did not finish within {options.duration + 60:.0f} s (see {log_path})")
-            time.sleep(0.25)
+        try:
+            while proc.poll() is None:
+                if t0 is None and (_load_started(log_path) or time.monotonic() - launched > 10):
+                    t0, machine0 = time.perf_counter(), psutil.cpu_times()
+                if t0 is not None:
+                    sampler.sample()
+                if time.monotonic() > deadline:
+                    raise LoadtestError(f"Locust did not finish within {options.duration + 60:.0f} s (see {log_path})")
+                time.sleep(0.25)
+        except BaseException:  # overrun or Ctrl-C: Locust runs in its own session, so stop it here
+            _stop_group(proc)
+            raise
     wall = time.perf_counter() - (t0 if t0 is not None else time.perf_counter())
     machine1 = psutil.cpu_times()
     total = sum(machine1) - sum(machine0)
@@ -343,6 +344,18 @@ def run_locust(
     except (OSError, ValueError):
         raise LoadtestError(f"Locust exited with code {proc.returncode} and wrote no summary:\n{tail}") from None
     return LocustRun(proc.returncode, wall, summary, sampler.seconds(), sampler.busiest(), tail, busy)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT the process group this module created for Locust (its workers too), SIGKILL after 10 s."""
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _load_started(log_path: Path) -> bool:

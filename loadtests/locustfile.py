@@ -123,7 +123,7 @@ def _add_options(parser: Any) -> None:
     a("--spike-base", type=int, default=0, help="spike: users outside the spike (default -u/10)")
     a("--spike-at", type=float, default=30.0, help="spike: seconds before the spike (30)")
     a("--spike-length", type=float, default=30.0, help="spike: seconds the spike lasts (30)")
-    # thresholds (checked at the end; the first failing one sets exit code 3)
+    # thresholds (checked at the end; any failing check sets exit code 3)
     for key in th.PERCENTILES:
         a(
             f"--{key}",
