@@ -10,7 +10,10 @@ each bounded by ``--requests`` and ``--seconds``:
 
 Prints requests/s, p50/p90/p99/max from the client's clock, the ``X-Cache`` tally, and
 the CPU used by the load generator itself (a saturated generator understates the
-service).  ``--profile`` samples the service with py-spy (a dev tool: ``pip install
+service), and CPU time per request of the service process (``svc µs/r``, the share
+spent in the kernel in ``in sys``) and of the
+embedded PostgreSQL + Redis it started (``db µs/r``), which, unlike requests/s, hardly
+depends on what else the machine is running.  ``--profile`` samples the service with py-spy (a dev tool: ``pip install
 py-spy``) during each phase and prints where its time goes, by package.
 """
 
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,9 @@ class Phase:
     cache: collections.Counter[str] = field(default_factory=collections.Counter)
     wall_s: float = 0.0
     client_cpu_s: float = 0.0
+    service_cpu_s: float | None = None
+    service_sys_s: float | None = None
+    servers_cpu_s: float | None = None
 
     def percentile_ms(self, q: float) -> float:
         ordered = sorted(self.latencies_ns)
@@ -60,13 +66,19 @@ class Phase:
         return (
             f"{self.name:<14}{n:>7}{rps:>9.0f}{self.percentile_ms(50):>8.2f}{self.percentile_ms(90):>8.2f}"
             f"{self.percentile_ms(99):>8.2f}{max(self.latencies_ns, default=0) / 1e6:>8.1f}{errors:>7}"
-            f"{self.client_cpu_s / self.wall_s * 100 if self.wall_s else 0:>8.0f}%  {cache}"
+            f"{self.client_cpu_s / self.wall_s * 100 if self.wall_s else 0:>8.0f}%{self._cpu_per_request(n)}  {cache}"
         )
+
+    def _cpu_per_request(self, n: int) -> str:
+        if self.service_cpu_s is None or self.servers_cpu_s is None or self.service_sys_s is None or not n:
+            return f"{'-':>10}{'-':>8}{'-':>10}"
+        kernel = self.service_sys_s / self.service_cpu_s * 100 if self.service_cpu_s else 0.0
+        return f"{self.service_cpu_s / n * 1e6:>10.0f}{kernel:>7.0f}%{self.servers_cpu_s / n * 1e6:>10.0f}"
 
 
 HEADER = (
     f"{'phase':<14}{'reqs':>7}{'req/s':>9}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'errors':>7}"
-    f"{'gen CPU':>9}  X-Cache"
+    f"{'gen CPU':>9}{'svc µs/r':>10}{'in sys':>8}{'db µs/r':>10}  X-Cache"
 )
 
 
@@ -84,7 +96,32 @@ async def _worker(
             phase.cache[r.headers["x-cache"]] += 1
 
 
-async def run_phases(url: str, *, connections: int, requests: int, seconds: float) -> list[Phase]:
+CpuProbe = Callable[[], tuple[float, float, float]]
+
+
+def cpu_probe(pid: int) -> CpuProbe:
+    """CPU seconds of the service process (total, kernel) and of its children (the embedded
+    PostgreSQL with its backends and Redis): CPU per request does not depend on how
+    busy the rest of the machine is, unlike requests/s."""
+    import psutil
+
+    service_proc = psutil.Process(pid)
+
+    def probe() -> tuple[float, float, float]:
+        own = service_proc.cpu_times()
+        children = 0.0
+        for child in service_proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                t = child.cpu_times()
+                children += t.user + t.system
+        return own.user + own.system, own.system, children
+
+    return probe
+
+
+async def run_phases(
+    url: str, *, connections: int, requests: int, seconds: float, probe: CpuProbe | None = None
+) -> list[Phase]:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
         users = [({"Authorization": f"Bearer dev-bench{i}"}, str(uuid.uuid4())) for i in range(connections)]
@@ -101,6 +138,7 @@ async def run_phases(url: str, *, connections: int, requests: int, seconds: floa
         ):
             phase = Phase(name)
             budget = [requests]
+            before = probe() if probe is not None else None
             cpu0, t0 = time.process_time(), time.perf_counter()
             deadline = time.monotonic() + seconds
             await asyncio.gather(*(
@@ -109,6 +147,11 @@ async def run_phases(url: str, *, connections: int, requests: int, seconds: floa
             ))  # fmt: skip
             phase.wall_s = time.perf_counter() - t0
             phase.client_cpu_s = time.process_time() - cpu0
+            if probe is not None and before is not None:
+                after = probe()
+                phase.service_cpu_s, phase.service_sys_s, phase.servers_cpu_s = (
+                    a - b for a, b in zip(after, before, strict=True)
+                )
             phases.append(phase)
         return phases
 
@@ -193,8 +236,9 @@ def profiled(url: str, pid: int, out_dir: Path, args: argparse.Namespace) -> tup
     try:
         time.sleep(1.0)
         phases = asyncio.run(
-            run_phases(url, connections=args.connections, requests=args.requests, seconds=args.seconds)
-        )
+            run_phases(url, connections=args.connections, requests=args.requests, seconds=args.seconds,
+                       probe=cpu_probe(pid))
+        )  # fmt: skip
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
@@ -224,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     phases, notes = profiled(url, pid, out_dir, args)
                 else:
                     phases = asyncio.run(run_phases(url, connections=args.connections, requests=args.requests,
-                                                    seconds=args.seconds))  # fmt: skip
+                                                    seconds=args.seconds, probe=cpu_probe(pid)))  # fmt: skip
             where = f"sessionbench serve --backend {args.backend} on {url}"
         print(f"HTTP service: {where}; {args.connections} connections, closed loop, httpx client")
         print(HEADER)

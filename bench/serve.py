@@ -89,11 +89,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         for note in notes:
             print(f"  {note}", flush=True)
         print(f"  tracing: {'OTLP export on' if provider is not None else 'off (OTEL_EXPORTER_OTLP_ENDPOINT unset)'}")
+        print(f"  server: uvicorn {uvicorn.__version__}, loop {config.loop}, http {config.http}")
         if service.access_log:
             print(f"  access log: {service.access_log}")
         previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn re-raises it after draining
         try:
-            asyncio.run(_serve(server, args.host))
+            # uvicorn's loop factory: uvloop when installed, as `uvicorn` itself would run it
+            with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+                runner.run(_serve(server, args.host))
         except KeyboardInterrupt:
             pass
         finally:
