@@ -12,7 +12,15 @@ from store.base import StoreError
 
 #: Modules that add a subcommand: each has ``register(subparsers) -> None`` and sets
 #: ``func`` (``(argparse.Namespace) -> int``) on its parser.  One line per command.
-COMMANDS: tuple[str, ...] = ("bench.cleanup", "bench.compare", "bench.report", "bench.serve", "bench.loadtest")
+COMMANDS: tuple[str, ...] = (
+    "bench.cleanup",
+    "bench.compare",
+    "bench.report",
+    "bench.serve",
+    "bench.loadtest",
+    "bench.tracecmd",
+    "bench.advise",
+)
 
 
 def _cmd_servers(args: argparse.Namespace) -> int:
