@@ -6,9 +6,10 @@
   Prometheus (Debian's ``prometheus`` package) that scraped two real service processes
   (``sessionbench serve``, one with a healthy Redis, one whose Redis is down) on
   127.0.0.1 during a short, bounded HTTP load: each ``sessionstore_*`` expression must
-  return data.  Expressions over exporters that are not running here are recognised by
-  their metric prefix and reported in a skip reason; the Locust ones are validated by a
-  short headless Locust run with its Prometheus exporter, when ``loadtests/`` has one.
+  return data.  Expressions over exporters are recognised by their metric prefix: they
+  are validated when the exporter runs here (redis_exporter and postgres_exporter when
+  their binaries are installed, on the same servers; a short headless Locust with its
+  Prometheus exporter when ``loadtests/`` has one) and listed in a skip reason otherwise.
 * Every SQL panel of the conversation-analytics dashboard runs on the real schema.
 
 Without the Prometheus binaries the real-scrape tests are skipped with a reason,
@@ -47,11 +48,16 @@ PROMETHEUS_DIR = ROOT / "dashboards" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 PROVISIONED_DATASOURCES = ROOT / "dashboards" / "provisioning" / "datasources" / "datasources.yml"
 
-#: metric-name prefix -> the exporter that emits it (nothing here runs the first two)
+#: metric-name prefix -> the exporter that emits it
 EXPORTERS: dict[str, str] = {
     "redis_": "redis_exporter",
     "pg_": "postgres_exporter",
     "locust_": "locust",
+}
+#: exporter -> binary names (upstream's, then Debian's packages prometheus-*-exporter)
+EXPORTER_BINARIES: dict[str, tuple[str, ...]] = {
+    "redis_exporter": ("redis_exporter", "prometheus-redis-exporter"),
+    "postgres_exporter": ("postgres_exporter", "prometheus-postgres-exporter"),
 }
 #: Grafana's built-in variables, as the test evaluates them (data spans well under a minute)
 BUILTINS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "5s"}
@@ -359,6 +365,15 @@ def _locust_present() -> str | None:
     return None
 
 
+def _without_ssl(url: str) -> str:
+    """The URL with ``sslmode=disable`` (lib/pq, in postgres_exporter, insists on SSL by default)."""
+    return url + ("&" if "?" in url else "?") + "sslmode=disable" if "sslmode=" not in url else url
+
+
+def _exporter_binary(exporter: str) -> str | None:
+    return next(filter(None, map(shutil.which, EXPORTER_BINARIES[exporter])), None)
+
+
 def _load_round(client: httpx.Client, round_no: int) -> None:
     """One bounded round of every kind of request (about 45 requests)."""
     sessions = []
@@ -430,6 +445,20 @@ def scrape(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             start("locust", locust, {k: v for k, v in base_env.items() if k != "SESSIONBENCH_TOKENS"})
             targets["locust"] = [f"127.0.0.1:{locust_port}"]
             exporters.add("locust")
+
+        # The exporters, where installed, on the same servers the services use.
+        if (binary := _exporter_binary("redis_exporter")) is not None:
+            port = free_port()
+            start("redis_exporter", [binary, f"-redis.addr={servers.redis_url}",
+                                     f"-web.listen-address=127.0.0.1:{port}"])  # fmt: skip
+            targets["redis"] = [f"127.0.0.1:{port}"]
+            exporters.add("redis_exporter")
+        if (binary := _exporter_binary("postgres_exporter")) is not None:
+            port = free_port()
+            start("postgres_exporter", [binary, f"--web.listen-address=127.0.0.1:{port}"],
+                  {**base_env, "DATA_SOURCE_NAME": _without_ssl(servers.database_url)})  # fmt: skip
+            targets["postgres"] = [f"127.0.0.1:{port}"]
+            exporters.add("postgres_exporter")
 
         prom_port = free_port()
         config = {
@@ -533,7 +562,11 @@ def test_exporter_expressions_return_data_when_the_exporter_runs(scrape: Scrape,
     exprs = [e for e in dashboard_expressions() + rule_expressions() if e.exporter == exporter]
     assert exprs, f"no expression reads {exporter} metrics"
     if exporter not in scrape.exporters:
-        reason = _locust_present() if exporter == "locust" else "it does not run in this test"
+        if exporter == "locust":
+            reason = _locust_present()
+        else:
+            names = " or ".join(EXPORTER_BINARIES[exporter])
+            reason = f"no {names} on PATH; Debian's prometheus-{exporter.replace('_', '-')} package provides it"
         listed = "; ".join(e.where for e in exprs)
         pytest.skip(f"needs exporter {exporter} ({reason}): {len(exprs)} expressions not validated: {listed}")
     problems = [p for e in exprs if (p := scrape.problem(e)) is not None]
