@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -15,7 +16,9 @@ from prometheus_client import CollectorRegistry
 
 from bench.servers import free_port
 from store import open_store
+from store.api import ServiceSettings, create_app
 from store.instrumented import InstrumentedStore, sql_operation, trace_redis
+from store.settings import Settings
 from store.telemetry import configure_tracing, traces_endpoint
 
 DB_ATTRIBUTES = ("db.system.name", "db.operation.name", "db.namespace", "server.address", "server.port")
@@ -189,3 +192,33 @@ def test_tracing_is_configured_only_when_an_endpoint_is_set() -> None:
     provider = configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert isinstance(provider, TracerProvider)
     provider.shutdown()
+
+
+async def test_service_request_is_a_server_span_continuing_the_callers_trace(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """An HTTP read is a SERVER span named by its route template, in the caller's trace, parent of the store span."""
+    app = create_app(
+        Settings(backend="memory"), registry=CollectorRegistry(), service=ServiceSettings(dev_auth=True),
+        tracer=provider.get_tracer("t"),
+    )  # fmt: skip
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"Authorization": "Bearer dev-alice", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    sid = str(uuid.uuid4())
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        await http.post(f"/v1/sessions/{sid}/messages", json={"role": "user", "content": "hi"}, headers=headers)
+        exporter.clear()
+        r = await http.get(f"/v1/sessions/{sid}/messages", headers=headers)
+    assert r.status_code == 200
+    spans = exporter.get_finished_spans()
+    server = only_op_span(spans, "GET /v1/sessions/{session_id}/messages")
+    assert server.kind is SpanKind.SERVER
+    assert server.context is not None
+    assert format(server.context.trace_id, "032x") == trace_id
+    assert (server.attributes or {})["http.route"] == "/v1/sessions/{session_id}/messages"
+    assert (server.attributes or {})["http.response.status_code"] == 200
+    store_span = only_op_span(spans, "sessionstore.get_messages")
+    assert store_span.parent is not None
+    assert store_span.parent.span_id == server.context.span_id
+    assert (store_span.attributes or {})["cache.result"] == "hit"
