@@ -411,7 +411,7 @@ def test_serve_starts_says_how_and_stops_cleanly_on_ctrl_c() -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any("listening on" in line for line in lines):
             lines.append(proc.stdout.readline())
