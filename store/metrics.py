@@ -9,8 +9,8 @@ Names and labels are the contract with ``dashboards/`` (DESIGN.md §3).  Base un
                                                cancelled``
 ``sessionstore_cache_requests_total``          ``{backend, result}``: ``hit|miss|bypass|error``
 ``sessionstore_cache_populates_total``         ``{backend, result}``: ``stored|discarded``
-``sessionstore_cache_invalidations_total``     ``{backend, reason}``: ``gap|epoch|epoch_bump|
-                                               outage|delete|cleanup``
+``sessionstore_cache_invalidations_total``     ``{backend, reason}``: short constants from the
+                                               backend (``gap``, ``epoch``, ``outage``, ``delete``...)
 ``sessionstore_errors_total``                  ``{backend, operation, kind}``; kind is
                                                ``<dependency>_<kind>`` (``redis_timeout``,
                                                ``postgres_connection``...) or ``internal``
