@@ -201,9 +201,10 @@ BUCKETS = (
     ("asyncpg", ("asyncpg",)),
     ("prometheus_client", ("prometheus_client",)),
     ("opentelemetry", ("opentelemetry",)),
-    ("store/ (this project)", ("/store/",)),
+    ("store/ (this project)", ("(store/", "/store/")),
     ("json", ("json/",)),
     ("asyncio event loop + I/O", ("asyncio", "selectors", "socket")),
+    ("other stdlib (typing, contextlib, enum...)", ("<frozen", "typing.py", "contextlib.py", "enum.py", "functools")),
 )
 
 
@@ -226,13 +227,13 @@ def summarize_profile(raw: Path) -> str:
     return "\n".join(out)
 
 
-def profiled(url: str, pid: int, out_dir: Path, args: argparse.Namespace) -> tuple[list[Phase], list[str]]:
+def profiled(url: str, pid: int, raw: Path, args: argparse.Namespace) -> tuple[list[Phase], list[str]]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("--profile needs py-spy (a dev tool): pip install py-spy")
-    raw = out_dir / "service.collapsed"
-    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-o", str(raw), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-o", str(raw), "--nonblocking", "--gil"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)
         phases = asyncio.run(
@@ -242,7 +243,8 @@ def profiled(url: str, pid: int, out_dir: Path, args: argparse.Namespace) -> tup
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    return phases, [f"service profile (py-spy, both phases, self time): {raw}", summarize_profile(raw)]
+    title = f"service profile (py-spy --gil: samples holding the GIL, i.e. Python CPU; both phases, self time): {raw}"
+    return phases, [title, summarize_profile(raw)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,7 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--requests", type=int, default=5000, help="per phase")
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
-    parser.add_argument("--profile", action="store_true", help="sample the service with py-spy")
+    parser.add_argument("--profile", nargs="?", const="results/http_bench.collapsed", metavar="FILE",
+                        help="py-spy the service into FILE (default results/http_bench.collapsed)")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sessionbench-http-") as tmp:
         out_dir = Path(tmp)
@@ -265,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             with service(args.backend, args.servers, out_dir / "serve.log") as (url, pid):
                 if args.profile:
-                    phases, notes = profiled(url, pid, out_dir, args)
+                    phases, notes = profiled(url, pid, Path(args.profile), args)
                 else:
                     phases = asyncio.run(run_phases(url, connections=args.connections, requests=args.requests,
                                                     seconds=args.seconds, probe=cpu_probe(pid)))  # fmt: skip
