@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         app = create_app(settings, service=service, tracer=tracer)
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-            lifespan="on", server_header=False,
+            lifespan="on", server_header=False, proxy_headers=False,  # nothing here uses client addresses
         )  # fmt: skip
         server = uvicorn.Server(config)
         print(f"sessionbench serve: backend {args.backend} on {where}", flush=True)
