@@ -196,7 +196,7 @@ async def replay_point(
 def _predict(
     events: Sequence[TraceEvent], ttl: float, size: int, sliding: bool, model: RedisModel
 ) -> tuple[float, float]:
-    a = advisor.analyse(advisor.columns_from_events(events), ttls=[ttl], stack_sample=None)
+    a = advisor.analyse(advisor.columns_from_events(events), ttls=[ttl], fixed_ttls=[ttl], stack_sample=None)
     hits = (a.sliding_hits if sliding else a.fixed_hits)[0, min(size, advisor.NEED_CAP)]
     e, m, b = advisor.memory_components(a.end_sliding if sliding else a.end_fixed, size)[:, 0]
     return float(hits / max(a.reads, 1)), float(model.per_entry * e + model.per_message * m + b)
@@ -216,7 +216,7 @@ async def validate(
     """Predicted vs measured for the recommended setting and its two TTL neighbours."""
     mode = "sliding" if sliding else "fixed"
     rec = summary["recommendation"].get(mode)
-    ttls = [math.inf if x is None else x for x in summary["ttls"]]
+    ttls = [math.inf if x is None else x for x in summary[mode]["ttls"]]
     if rec is None:
         size = int(summary["size_for_ttl_curves"])
         k = len(ttls) // 2
@@ -287,12 +287,18 @@ def render(summary: dict[str, Any]) -> str:
         f"{'TTL':>8} {'sliding hit':>11} {'bypass':>7} {'mean mem':>10} {'peak mem':>10} {'peak sess':>9} "
         f"{'PG reads/s':>10} {'fixed hit':>9} {'fixed mem':>10}",
     ]
+    fixed_at = {x: i for i, x in enumerate(fx["ttls"])}
     for k, ttl in enumerate(summary["ttls"]):
+        f = fixed_at.get(ttl)
+        fixed = (
+            f"{100 * fx['hit_ratio'][j][f]:8.1f}% {_bytes(fx['memory_mean_bytes'][j][f]):>10}"
+            if f is not None
+            else f"{'':>9} {'':>10}"
+        )
         lines.append(
             f"{_dur(ttl):>8} {100 * sl['hit_ratio'][j][k]:10.1f}% {100 * sl['bypass_ratio'][j][k]:6.1f}% "
             f"{_bytes(sl['memory_mean_bytes'][j][k]):>10} {_bytes(sl['memory_peak_bytes'][j][k]):>10} "
-            f"{sl['peak_sessions'][k]:>9,} {sl['pg_reads_per_s'][j][k]:10.2f} {100 * fx['hit_ratio'][j][k]:8.1f}% "
-            f"{_bytes(fx['memory_mean_bytes'][j][k]):>10}"
+            f"{sl['peak_sessions'][k]:>9,} {sl['pg_reads_per_s'][j][k]:10.2f} {fixed}"
         )
     by = summary["by_size"]
     lines += ["", "reads the window can answer (TTL ∞) by cache_size:"]
@@ -345,8 +351,6 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     from bench.report import _svg
 
     plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96, "font.size": 9})
-    ttls = [x for x in summary["ttls"] if x is not None]
-    n = len(ttls)
     out: list[tuple[str, str]] = []
     size = int(summary["size_for_ttl_curves"])
     for title, field, ylabel in (
@@ -355,6 +359,8 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     ):
         fig, ax = plt.subplots(figsize=(11, 3.6))
         for mode, style in (("sliding", "-"), ("fixed", ":")):
+            ttls = [x for x in summary[mode]["ttls"] if x is not None]
+            n = len(ttls)
             for j, s in enumerate(summary["sizes"]):
                 if s not in (size, 1, 5) and s != summary["sizes"][-1]:
                     continue
@@ -453,7 +459,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     perf["load_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     analysis = advisor.analyse(
-        cols, ttls=args.ttls or advisor.DEFAULT_TTLS, stack_sample=None if args.no_lru else args.sample_rate
+        cols,
+        ttls=args.ttls or advisor.DEFAULT_TTLS,
+        fixed_ttls=args.fixed_ttls or (args.ttls or advisor.DEFAULT_FIXED_TTLS),
+        stack_sample=None if args.no_lru else args.sample_rate,
     )
     perf["analyse_s"] = time.perf_counter() - t0
     del cols
@@ -546,6 +555,11 @@ def register(sub: Any) -> None:
     p.add_argument("trace", help="a sessionbench trace (see `sessionbench trace`)")
     p.add_argument("--target", type=float, default=0.95, help="hit ratio to reach (default 0.95)")
     p.add_argument("--ttls", type=lambda s: _parse_list(s, float), help="TTL grid in seconds, comma-separated")
+    p.add_argument(
+        "--fixed-ttls",
+        type=lambda s: _parse_list(s, float),
+        help="fixed-TTL grid in seconds (default: a 13-point subset; each costs one pass)",
+    )
     p.add_argument("--sizes", type=lambda s: _parse_list(s, int), help="cache sizes to tabulate, comma-separated")
     p.add_argument("--cache-size", type=int, help="cache size for the TTL table (default: the recommended one)")
     p.add_argument("--sample-rate", type=float, default=1.0, help="SHARDS session sampling for the LRU curve")

@@ -58,6 +58,8 @@ DEFAULT_TTLS: tuple[float, ...] = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 14400, 21600,
     43200, 86400, 172800, 259200, 604800, 1209600, 2592000,
 )  # fmt: skip
+#: Fixed-TTL grid (each fixed TTL costs a pass of its own; the sliding curve is exact for all TTLs).
+DEFAULT_FIXED_TTLS: tuple[float, ...] = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400, 604800)
 #: Cache sizes shown in tables and plots (every size up to NEED_CAP is computed).
 DEFAULT_SIZES: tuple[int, ...] = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500, 1000)
 #: Hit ratio and memory by cache size are exact for every size up to this.
@@ -162,8 +164,51 @@ def _digits(arr: npt.NDArray[np.uint8], start: I64, end: I64, *, seps: bool = Fa
     return sums, counts.astype(np.int64), True
 
 
+def _right_aligned(arr: npt.NDArray[np.uint8], start: I64, end: I64, width: int, pad: int) -> npt.NDArray[np.uint8]:
+    """Fields as rows of a (fields, width) matrix, right-aligned, padded on the left with ``pad``."""
+    idx = end[:, None] - width + np.arange(width)
+    mat: npt.NDArray[np.uint8] = np.where(idx >= start[:, None], arr[np.maximum(idx, 0)], np.uint8(pad))
+    return mat
+
+
+def _ints(arr: npt.NDArray[np.uint8], start: I64, end: I64, *, seps: bool = False) -> tuple[I64, I64, bool]:
+    """:func:`_digits`, fast for fields of one number (most of them): a right-aligned digit matrix."""
+    lens = end - start
+    n = lens.size
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), True
+    width = int(lens.max())
+    if width == 0:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64), True
+    if width > 18:
+        return _digits(arr, start, end, seps=seps)
+    digits = _right_aligned(arr, start, end, width, 48).astype(np.int64) - 48
+    bad = ((digits < 0) | (digits > 9)).any(axis=1)
+    values = digits @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
+    counts = (lens > 0).astype(np.int64)
+    if bad.any():
+        if not seps:
+            return values, counts, False
+        rows = np.flatnonzero(bad)  # several comma-separated numbers
+        sub, sub_counts, ok = _digits(arr, start[rows], end[rows], seps=True)
+        values[rows], counts[rows] = sub, sub_counts
+        return values, counts, ok
+    return values, counts, True
+
+
 def _time_us(arr: npt.NDArray[np.uint8], start: I64, end: I64) -> tuple[I64, bool]:
     """Parse ``123.456789``-style times to integer µs (at most 6 decimals, no sign or exponent)."""
+    lens = end - start
+    if lens.size and lens.min() >= 8 and lens.max() <= 19 and np.all(arr[end - 7] == 46):
+        # The writer's format, "%.6f": right-align, drop the dot, one dot product with powers of ten.
+        mat = _right_aligned(arr, start, end, int(lens.max()), 48)
+        digits = np.delete(mat, mat.shape[1] - 7, axis=1).astype(np.int64) - 48
+        if digits.min() >= 0 and digits.max() <= 9:
+            return digits @ (10 ** np.arange(digits.shape[1] - 1, -1, -1, dtype=np.int64)), True
+    return _time_generic(arr, start, end)
+
+
+def _time_generic(arr: npt.NDArray[np.uint8], start: I64, end: I64) -> tuple[I64, bool]:
     lens = end - start
     n = lens.size
     if n == 0:
@@ -218,13 +263,13 @@ def _parse_block(buf: bytes, lineno: int) -> tuple[dict[str, Any], list[bytes], 
     t, ok = _time_us(arr, starts, tb[:, 0])
     if not ok:
         return None
-    sizes, counts, ok = _digits(arr, tb[:, 3] + 1, tb[:, 4], seps=True)
+    sizes, counts, ok = _ints(arr, tb[:, 3] + 1, tb[:, 4], seps=True)
     if not ok:
         return None
-    limit, _, ok = _digits(arr, tb[:, 4] + 1, tb[:, 5])
+    limit, _, ok = _ints(arr, tb[:, 4] + 1, tb[:, 5])
     if not ok:
         return None
-    bef, _, ok = _digits(arr, tb[:, 5] + 1, ends)
+    bef, _, ok = _ints(arr, tb[:, 5] + 1, ends)
     if not ok:
         return None
     nroles = tb[:, 3] - tb[:, 2] - 1
@@ -249,14 +294,8 @@ def _parse_block(buf: bytes, lineno: int) -> tuple[dict[str, Any], list[bytes], 
     s_len = s_end - s_start
     if s_len.min() < 1 or s_len.max() > 200:
         return None
-    width = int(s_len.max())
-    fid = np.repeat(np.arange(s_len.size), s_len)
-    offs = np.cumsum(s_len) - s_len
-    within = np.arange(int(s_len.sum())) - offs[fid]
-    mat = np.zeros((s_len.size, width), np.uint8)
-    mat[fid, within] = arr[s_start[fid] + within]
-    rows = np.ascontiguousarray(mat).view(f"S{width}").ravel()
-    uniq, inverse = np.unique(rows, return_inverse=True)
+    # Right-aligned, NUL-padded on the left (keys never hold NUL; the padding is stripped).
+    uniq, inverse = _unique_rows(_right_aligned(arr, s_start, s_end, int(s_len.max()), 0))
     cols = {
         "t": t,
         "is_read": is_read,
@@ -265,7 +304,30 @@ def _parse_block(buf: bytes, lineno: int) -> tuple[dict[str, Any], list[bytes], 
         "limit": np.where(is_read, limit, 0).astype(np.int32),
         "before": np.where(is_read & (bef_len > 0), bef, -1),
     }
-    return cols, [bytes(u) for u in uniq], inverse.astype(np.int64)
+    return cols, [bytes(u).lstrip(b"\0") for u in uniq], inverse.astype(np.int64)
+
+
+def _unique_rows(mat: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], I64]:
+    """Distinct rows (as bytes-like keys) and each row's index among them.
+
+    Rows are hashed as 64-bit words (fast); a hash collision is detected by comparing
+    every row with its group's representative, and then exact sorting is used instead.
+    """
+    rows, width = mat.shape
+    words = -(-width // 8)
+    padded = np.zeros((rows, words * 8), np.uint8)
+    padded[:, :width] = mat
+    w64 = padded.view(np.uint64)
+    h = np.zeros(rows, np.uint64)
+    for c in range(words):
+        h = (h ^ w64[:, c]) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(29)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    if np.array_equal(w64, w64[first][inverse]):
+        keys = np.ascontiguousarray(mat[first]).view(f"S{width}").ravel()
+        return keys, inverse.astype(np.int64)
+    keys, inv = np.unique(np.ascontiguousarray(mat).view(f"S{width}").ravel(), return_inverse=True)
+    return keys, inv.astype(np.int64)
 
 
 def _slow_block(lines: list[str], lineno: int) -> tuple[dict[str, Any], list[bytes], I64]:
@@ -352,6 +414,8 @@ class Analysis:
     """Seconds from the first to the last event."""
     sliding_hits: I64
     """[ttl, size 0..NEED_CAP] reads present (key < ttl) with need <= size (cumulative)."""
+    fixed_ttls: F64
+    """The fixed-TTL grid (seconds, ``inf`` last); ``fixed_*`` arrays are indexed by it."""
     fixed_hits: I64
     sliding_keys: I64
     """Sorted keys (µs) of reads, for the exact minimal TTL; with their needs in :attr:`sliding_needs`."""
@@ -451,17 +515,26 @@ def analyse(
     cols: TraceColumns,
     *,
     ttls: Sequence[float] = DEFAULT_TTLS,
+    fixed_ttls: Sequence[float] | None = DEFAULT_FIXED_TTLS,
     stack_sample: float | None = 1.0,
 ) -> Analysis:
     """One pass over the trace's columns: every curve of the advisor, exact for the trace.
 
-    ``stack_sample`` keeps per-access arrays for :func:`stack_distances` for a fraction of
-    the sessions (SHARDS: chosen by a hash of the session); None keeps none.
+    ``fixed_ttls`` is the grid of fixed TTLs (None: the same as ``ttls``).  ``stack_sample``
+    keeps per-access arrays for :func:`stack_distances` for a fraction of the sessions
+    (SHARDS: chosen by a hash of the session); None keeps none.
     """
     n = cols.events
     grid = np.array([*sorted({float(x) for x in ttls if x > 0 and math.isfinite(x)}), math.inf])
     grid_us = np.array([min(round(x * US), NO_ANCHOR) for x in grid[:-1]] + [NO_ANCHOR], dtype=np.int64)
     K = grid.size
+    fgrid = (
+        grid
+        if fixed_ttls is None
+        else np.array([*sorted({float(x) for x in fixed_ttls if x > 0 and math.isfinite(x)}), math.inf])
+    )
+    fgrid_us = np.array([min(round(x * US), NO_ANCHOR) for x in fgrid[:-1]] + [NO_ANCHOR], dtype=np.int64)
+    KF = fgrid.size
     NB = NEED_CAP + 2  # history-length bins: 0..NEED_CAP, then "more"
     if n == 0:
         raise ValueError("the trace has no events")
@@ -490,6 +563,8 @@ def analyse(
     before = cols.before[order]
     need = np.where(is_read, _need(n_before, limit, before), 0)
     anchor = is_read & (before < 0) & (n_before > 0)
+    total_messages, total_bytes = int(nmsg.sum()), int(nbytes.sum())
+    del limit, before, nmsg, nbytes, p_before  # keep peak memory down on big traces
 
     # Sliding keys: the largest gap since the last populating read (NO_ANCHOR before any).
     anchors_before = _seg_cumsum_excl(anchor.astype(np.int64), first) > 0
@@ -500,6 +575,7 @@ def analyse(
     follow = np.empty(n, np.int64)  # time until the session's next event (or the trace's end)
     follow[:-1] = gap[1:]
     follow[last] = t_end - t[last]
+    del gap, seg_start
 
     reads = int(is_read.sum())
     r_key = key[is_read]
@@ -537,17 +613,20 @@ def analyse(
     lnb = nbin[last]
     end_sliding = _by_n(alive_bin * NB + lnb, np.ones(lnb.size), n_after[last], mu[last], (K + 1) * NB)
     end_sliding = np.cumsum(end_sliding.reshape(4, K + 1, NB)[:, :K], axis=1)
+    del kb, fb, lo, hi, a_part, b_part, p_after
 
     # Peak concurrently cached sessions (sliding): creations are populating misses,
     # expiries at t + ttl after an event whose entry then sits idle >= ttl.
     inv = np.empty(n, np.int64)
     inv[order] = np.arange(n)
     o_anchor = anchor[inv]
-    o_key = key[inv]
-    o_kafter = key_after[inv]
-    o_follow = follow[inv]
     ot = cols.t
-    a_t, a_key = ot[o_anchor], o_key[o_anchor]
+    a_t, a_key = ot[o_anchor], key[inv][o_anchor]
+    # Only an event followed by a gap larger than its key can ever be where an entry expires.
+    o_kafter, o_follow = key_after[inv], follow[inv]
+    can = np.flatnonzero(o_kafter < o_follow)
+    c_t, c_kafter, c_follow = ot[can], o_kafter[can], o_follow[can]
+    del o_kafter, o_follow, can
     peak_sliding = np.zeros(K, np.int64)
     for k in range(K):
         T = grid_us[k]
@@ -557,7 +636,7 @@ def analyse(
         if k == K - 1:
             peak_sliding[k] = created.size
             continue
-        expired = ot[(o_kafter < T) & (o_follow >= T)] + T
+        expired = c_t[(c_kafter < T) & (c_follow >= T)] + T
         live = np.arange(1, created.size + 1) - np.searchsorted(expired, created, "right")
         peak_sliding[k] = int(live.max())
 
@@ -575,15 +654,33 @@ def analyse(
     a_gap = np.full(a_idx.size, GAP_CAP, np.int64)
     if a_idx.size > 1:
         a_gap[1:] = np.where(a_first[1:], GAP_CAP, at[1:] - at[:-1])
-    fixed_hits = np.zeros((K, NEED_CAP + 1), np.int64)
-    mem_fixed = np.zeros((4, K, NB))
-    end_fixed = np.zeros((4, K, NB))
-    peak_fixed = np.zeros(K, np.int64)
-    idx_all = np.arange(n)
-    for k in range(K):
-        T = grid_us[k]
+    fixed_hits = np.zeros((KF, NEED_CAP + 1), np.int64)
+    mem_fixed = np.zeros((4, KF, NB))
+    end_fixed = np.zeros((4, KF, NB))
+    peak_fixed = np.zeros(KF, np.int64)
+    orig_pos = order  # sorted-domain position -> trace position (time order)
+    grp_first_idx = np.flatnonzero(first)
+    # Monotone keys (session, time rank) over the session-sorted events: "first event of
+    # this session at or after time x" is one searchsorted, for many queries at once.
+    uniq_t = cols.t[np.concatenate([[True], np.diff(cols.t) != 0])]
+    gid = np.cumsum(first) - 1
+    ev_key = gid * (n + 1) + np.searchsorted(uniq_t, t)
+    a_key, a_gid = ev_key[a_idx], gid[a_idx]
+
+    def pop_mark(positions: I64) -> BoolA:
+        mask = np.zeros(n, bool)
+        mask[positions] = True
+        return mask
+
+    def first_key(keys: I64, groups: I64, at_least: I64) -> I64:
+        found: I64 = np.searchsorted(keys, groups * (n + 1) + np.searchsorted(uniq_t, at_least, "left"), "left")
+        return found
+
+    ev_grp_end = np.repeat(np.append(grp_first_idx[1:], n), np.diff(np.append(grp_first_idx, n)))
+    for k in range(KF):
+        T = fgrid_us[k]
         populate = np.zeros(a_idx.size, bool)
-        if k == K - 1:
+        if k == KF - 1:
             populate[a_first] = True
         else:
             forced = a_first | (a_gap >= T)
@@ -596,30 +693,37 @@ def analyse(
             cur = fpos
             cur_end = run_end[fpos]
             while cur.size:
-                nxt = _first_at_least(at, cur + 1, cur_end, at[cur] + T)
+                nxt = np.maximum(first_key(a_key, a_gid[cur], at[cur] + T), cur + 1)
                 keep = nxt < cur_end
                 cur, cur_end = nxt[keep], cur_end[keep]
                 populate[cur] = True
-        pop_ev = np.zeros(n, bool)
-        pop_ev[a_idx[populate]] = True
-        # Latest populate at or before each event of the same session.
-        last_pop = np.maximum.accumulate(np.where(pop_ev, idx_all, -1))
-        has = last_pop >= 0
-        has &= np.where(has, s[np.maximum(last_pop, 0)] == s, False)
-        age = np.where(has, t - t[np.maximum(last_pop, 0)], GAP_CAP)
-        present_read = is_read & has & ~pop_ev & (age < T)
-        h = np.bincount(need[present_read].clip(max=NEED_CAP), minlength=NEED_CAP + 1)
-        fixed_hits[k] = np.cumsum(h)
-        # Memory: after event i the entry lives until populate + T.
-        live_i = np.flatnonzero(has & (age < T))
-        life = np.minimum(follow[live_i], T - age[live_i]) / US
-        mem_fixed[:, k] = _by_n(nbin[live_i], life, n_after[live_i], mu[live_i], NB)
-        alive = np.flatnonzero(last & has & (age + follow < T))
+        # Each populate covers its session's events in [populate, populate + T): disjoint
+        # ranges of the session-sorted events, found by bisection, marked by a difference array.
+        pp = a_idx[populate]
+        pt = t[pp]
+        stop = ev_grp_end[pp] if k == KF - 1 else np.maximum(first_key(ev_key, gid[pp], pt + T), pp + 1)
+        # The populate time (+1, so that 0 means "not covered") runs along its range.
+        marks = np.zeros(n + 1, np.int64)
+        marks[pp] = pt + 1
+        marks[stop] -= pt + 1
+        running = np.cumsum(marks[:n])
+        cov = np.flatnonzero(running)
+        p_cov = running[cov] - 1
+        hit_read = cov[is_read[cov] & ~pop_mark(pp)[cov]]
+        fixed_hits[k] = np.cumsum(np.bincount(need[hit_read].clip(max=NEED_CAP), minlength=NEED_CAP + 1))
+        # Memory: after a covered event the entry lives until the next event or populate + T.
+        left = p_cov + T - t[cov]
+        life = np.minimum(follow[cov], left) / US
+        mem_fixed[:, k] = _by_n(nbin[cov], life, n_after[cov], mu[cov], NB)
+        alive = cov[last[cov] & (follow[cov] < left)]
         end_fixed[:, k] = _by_n(nbin[alive], np.ones(alive.size), n_after[alive], mu[alive], NB)
-        created = np.sort(t[pop_ev])
+        # Populates in time order without sorting: flag their trace positions.
+        flags = np.zeros(n, bool)
+        flags[orig_pos[pp]] = True
+        created = cols.t[flags]
         if created.size:
             live = np.arange(1, created.size + 1) - np.searchsorted(created, created - T, "right")
-            peak_fixed[k] = int(live.max()) if k < K - 1 else created.size
+            peak_fixed[k] = int(live.max()) if k < KF - 1 else created.size
     mem_fixed /= duration
 
     access: dict[str, Any] = {}
@@ -645,11 +749,12 @@ def analyse(
         events=n,
         reads=reads,
         appends=n - reads,
-        messages=int(nmsg.sum()),
-        content_bytes=int(nbytes.sum()),
+        messages=total_messages,
+        content_bytes=total_bytes,
         sessions=len(cols.sessions),
         duration=duration,
         sliding_hits=sliding_hits,
+        fixed_ttls=fgrid,
         fixed_hits=fixed_hits,
         sliding_keys=r_key[srt],
         sliding_needs=r_need[srt].astype(np.int32),
@@ -872,10 +977,11 @@ def min_sliding_ttl(a: Analysis, size: int, target: float) -> float | None:
 
 
 def _mode(
-    a: Analysis, hits: I64, mem: F64, peak: I64, end: F64, model: RedisModel, sizes: Sequence[int]
+    a: Analysis, ttls: F64, hits: I64, mem: F64, peak: I64, end: F64, model: RedisModel, sizes: Sequence[int]
 ) -> dict[str, Any]:
     reads = max(a.reads, 1)
     out: dict[str, Any] = {
+        "ttls": [_ttl_json(x) for x in ttls],
         "hit_ratio": [],
         "bypass_ratio": [],
         "memory_mean_bytes": [],
@@ -939,8 +1045,8 @@ def summarise(
         "target": target,
         "ttls": [_ttl_json(x) for x in a.ttls],
         "sizes": shown,
-        "sliding": _mode(a, a.sliding_hits, a.mem_sliding, a.peak_sliding, a.end_sliding, model, shown),
-        "fixed": _mode(a, a.fixed_hits, a.mem_fixed, a.peak_fixed, a.end_fixed, model, shown),
+        "sliding": _mode(a, a.ttls, a.sliding_hits, a.mem_sliding, a.peak_sliding, a.end_sliding, model, shown),
+        "fixed": _mode(a, a.fixed_ttls, a.fixed_hits, a.mem_fixed, a.peak_fixed, a.end_fixed, model, shown),
     }
     by_size = list(range(1, min(max(max_need, max(shown)), NEED_CAP) + 1))
     result["by_size"] = {
@@ -956,14 +1062,15 @@ def summarise(
     }
     if min_size is not None:
         rec["smallest_sliding_ttl_s"] = min_sliding_ttl(a, min_size, effective)
-        for mode, hits, mem in (("sliding", a.sliding_hits, a.mem_sliding), ("fixed", a.fixed_hits, a.mem_fixed)):
+        modes = (("sliding", a.ttls, a.sliding_hits, a.mem_sliding), ("fixed", a.fixed_ttls, a.fixed_hits, a.mem_fixed))
+        for mode, grid, hits, mem in modes:
             best: tuple[float, float, int, int] | None = None
             for s in sorted({min_size, *[x for x in shown if x > min_size], 2 * min_size}):
                 h = hits[:, min(s, NEED_CAP)]
                 e, m, b = memory_components(mem, s)
                 cost = model.per_entry * e + model.per_message * m + b
                 for k in np.flatnonzero(h >= need_hits):
-                    cand = (float(cost[k]), float(a.ttls[k]), s, int(k))
+                    cand = (float(cost[k]), float(grid[k]), s, int(k))
                     if best is None or cand < best:
                         best = cand
             if best is not None:
@@ -980,12 +1087,12 @@ def summarise(
                     rec[mode]["exact_min_ttl_s"] = min_sliding_ttl(a, size_b, effective)
     result["recommendation"] = rec
     size_for_ttl = min_size or max(shown)
-    fin = [i for i, x in enumerate(a.ttls) if math.isfinite(x)]
     knees: dict[str, Any] = {}
-    for mode, hits in (("sliding", a.sliding_hits), ("fixed", a.fixed_hits)):
+    for mode, grid, hits in (("sliding", a.ttls, a.sliding_hits), ("fixed", a.fixed_ttls, a.fixed_hits)):
+        fin = [i for i, x in enumerate(grid) if math.isfinite(x)]
         ys = [float(hits[i, min(size_for_ttl, NEED_CAP)]) for i in fin]
-        kk = knee([a.ttls[i] for i in fin], ys)
-        knees[f"{mode}_ttl_s"] = None if kk is None else float(a.ttls[fin[kk]])
+        kk = knee([grid[i] for i in fin], ys)
+        knees[f"{mode}_ttl_s"] = None if kk is None else float(grid[fin[kk]])
     ks = knee(by_size, [float(inf_row[s]) for s in by_size])
     knees["size"] = None if ks is None else by_size[ks]
     result["knees"] = knees

@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "bench.loadtest",
     "bench.tracecmd",
     "bench.advise",
+    "bench.faults",
 )
 
 

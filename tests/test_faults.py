@@ -1,0 +1,213 @@
+"""Faults under load lose nothing acknowledged and serve nothing stale (bench/faults.py: load, ledger, checks).
+
+Short by default (part of ``make test``); ``SESSIONBENCH_LONG=1`` runs longer loads and outages.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bench.faults import (
+    Ledger,
+    LoadOptions,
+    PostgresRestart,
+    RedisFreeze,
+    RedisKill,
+    RedisPause,
+    ServeProcess,
+    ServiceKill,
+    Timeline,
+    check_cache,
+    check_ledger,
+    format_reports,
+    in_process_service,
+    run_fault,
+    stale_reason,
+)
+from bench.servers import EmbeddedPostgres, EmbeddedRedis
+from store import RedisSettings, open_store
+
+pytestmark = pytest.mark.faults
+
+LONG = os.environ.get("SESSIONBENCH_LONG") == "1"
+LOAD = LoadOptions(sessions=64, concurrency=16, rate=400) if LONG else LoadOptions(sessions=16, concurrency=6, rate=150)
+TIMELINE = Timeline(before=4, fault=8, after=8) if LONG else Timeline(before=1.2, fault=2.0, after=2.0)
+REDIS = RedisSettings()
+# the slowest a request may be while Redis does not answer: one command timeout (after a
+# connect that the kernel completes even for a frozen server), plus slack for two busy cores
+LATENCY_BOUND = REDIS.connect_timeout + REDIS.socket_timeout + 1.0
+
+
+@pytest.fixture
+async def service(database_url: str, redis_url: str) -> AsyncIterator[str]:
+    """The hybrid service on uvicorn in this event loop, 127.0.0.1, default settings, empty servers."""
+    async with in_process_service(database_url, redis_url) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_server(embedded_redis: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
+    """The embedded Redis, thawed and running again after the test whatever happened."""
+    try:
+        yield embedded_redis
+    finally:
+        embedded_redis.thaw()
+        if embedded_redis.pid is None:
+            embedded_redis.restart()
+
+
+@pytest.fixture
+def postgres_server(embedded_postgres: EmbeddedPostgres) -> Iterator[EmbeddedPostgres]:
+    """The embedded PostgreSQL, running again after the test whatever happened."""
+    try:
+        yield embedded_postgres
+    finally:
+        if embedded_postgres.pid is None:
+            embedded_postgres.restart()
+
+
+def assert_nothing_lost_or_stale(report: object) -> None:
+    from bench.faults import FaultReport
+
+    assert isinstance(report, FaultReport)
+    print("\n" + format_reports([report]))
+    assert report.acknowledged > 0
+    assert (report.lost, report.changed, report.sessions_with_gaps) == (0, 0, 0), report.examples
+    assert report.stale_after == 0, report.examples
+    assert report.stale_cache_entries == 0, report.examples
+    assert report.server_errors_other_than_503 == 0, report.statuses
+
+
+def assert_cache_fault_contract(report: object) -> None:
+    """Rule 5: writes keep succeeding, reads fall back, the breaker opens and closes, the cache serves again."""
+    from bench.faults import FaultReport
+
+    assert isinstance(report, FaultReport)
+    assert_nothing_lost_or_stale(report)
+    assert set(report.statuses) <= {"200", "201"}, report.statuses  # no write refused, no read failed
+    assert report.appends_during_ok > 0
+    assert report.stale_during == 0, report.examples
+    assert report.breaker_opened
+    assert report.breaker_closed_at_end
+    assert report.recovery_seconds is not None  # cache hits again after recovery
+    assert report.cache_entries_checked > 0
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+async def test_redis_kill_and_restart_under_load(
+    service: str, redis_server: EmbeddedRedis, database_url: str, redis_url: str
+) -> None:
+    """Redis SIGKILLed mid-run and restarted on its port: nothing lost, no failed request, breaker cycles, no stale."""
+    report = await run_fault(RedisKill(redis_server), service, database_url=database_url, redis_url=redis_url,
+                             load=LOAD, timeline=TIMELINE)  # fmt: skip
+    assert_cache_fault_contract(report)
+
+
+async def test_redis_frozen_beyond_the_timeout_under_load(
+    service: str, redis_server: EmbeddedRedis, database_url: str, redis_url: str
+) -> None:
+    """Redis SIGSTOPped past the socket timeout: latency stays bounded, throughput holds, no connection pile-up."""
+    report = await run_fault(RedisFreeze(redis_server), service, database_url=database_url, redis_url=redis_url,
+                             load=LOAD, timeline=TIMELINE)  # fmt: skip
+    assert_cache_fault_contract(report)
+    assert report.max_latency_during < LATENCY_BOUND, report
+    assert report.rps_during > 0.3 * report.rps_before, report
+    assert report.redis_clients_after <= LOAD.concurrency + 8, report
+
+
+async def test_redis_client_pause_beyond_the_timeout_under_load(
+    service: str, redis_server: EmbeddedRedis, database_url: str, redis_url: str
+) -> None:
+    """``CLIENT PAUSE ALL`` past the socket timeout: the same bounds as a frozen process."""
+    fault = RedisPause(redis_url, TIMELINE.fault)
+    report = await run_fault(fault, service, database_url=database_url, redis_url=redis_url, load=LOAD,
+                             timeline=TIMELINE)  # fmt: skip
+    assert_cache_fault_contract(report)
+    assert report.max_latency_during < LATENCY_BOUND, report
+    assert report.rps_during > 0.3 * report.rps_before, report
+    assert report.redis_clients_after <= LOAD.concurrency + 8, report
+
+
+# ----------------------------------------------------------------------------- PostgreSQL and the service
+
+
+async def test_postgres_immediate_restart_under_load(
+    service: str, postgres_server: EmbeddedPostgres, database_url: str, redis_url: str
+) -> None:
+    """PostgreSQL SIGKILLed and restarted: outage appends answer 503, unacknowledged; every acknowledged one stays."""
+    report = await run_fault(PostgresRestart(postgres_server), service, database_url=database_url,
+                             redis_url=redis_url, load=LOAD, timeline=TIMELINE)  # fmt: skip
+    assert_nothing_lost_or_stale(report)
+    appends = {k: v for k, v in report.outage_statuses.items() if k.startswith("append")}
+    assert appends, report.outage_statuses
+    assert set(appends) == {"append 503"}, report.outage_statuses
+    assert report.recovery_seconds is not None  # appends succeed again after the restart
+
+
+async def test_service_sigkill_and_restart_under_load(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """``sessionbench serve`` SIGKILLed mid-run and started again: every acknowledged write is in PostgreSQL."""
+    proc = ServeProcess(database_url, redis_url, log_path=tmp_path / "serve.log")
+    try:
+        await proc.start()
+        report = await run_fault(ServiceKill(proc), proc.url, database_url=database_url, redis_url=redis_url,
+                                 load=LOAD, timeline=TIMELINE)  # fmt: skip
+    finally:
+        proc.stop()
+    assert_nothing_lost_or_stale(report)
+    assert report.statuses.get("none", 0) > 0  # the kill really cut requests off
+    assert report.recovery_seconds is not None
+
+
+# ----------------------------------------------------------------------------- the checkers catch what they claim to
+
+
+def test_stale_reason_flags_reads_that_contradict_the_ledger() -> None:
+    """A read missing an acknowledged seq, with a gap, or with other content than acknowledged is stale."""
+    ledger = Ledger()
+    sid = str(uuid.uuid4())
+    ledger.record(sid, [{"seq": 1, "role": "user", "content": "a"}, {"seq": 2, "role": "assistant", "content": "b"}])
+    one, two = ({"seq": 1, "role": "user", "content": "a"}, {"seq": 2, "role": "assistant", "content": "b"})
+    assert stale_reason([one, two], ledger, sid, floor=2) == ""
+    assert "seq 2 was acknowledged" in stale_reason([one], ledger, sid, floor=2)
+    assert "not contiguous" in stale_reason([one, {"seq": 3, "role": "user", "content": "c"}], ledger, sid, floor=2)
+    assert "differs" in stale_reason([one, {**two, "content": "B"}], ledger, sid, floor=2)
+
+
+async def test_check_cache_and_ledger_catch_a_stale_window_and_a_lost_write(database_url: str, redis_url: str) -> None:
+    """A cached window that missed an append is reported stale; an acknowledged row missing from PostgreSQL is lost."""
+    store = await open_store("hybrid", database_url=database_url, redis_url=redis_url)
+    ledger = Ledger()
+    fresh, behind = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        for sid in (fresh, behind):
+            stored = await store.add_messages(
+                sid, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+            )
+            ledger.record(sid, [m.to_dict() for m in stored])
+            await store.get_messages(sid)  # populate the window
+    finally:
+        await store.close()
+    clean = await check_cache(database_url, redis_url)
+    assert (clean.entries, clean.stale) == (2, 0)
+    conn = await asyncpg.connect(database_url)
+    try:  # a write the cache never saw (as if the extend were lost), and an acknowledged row gone
+        await conn.execute(
+            "WITH s AS (UPDATE chat_sessions SET last_seq = 3 WHERE session_id = $1 RETURNING session_id) "
+            "INSERT INTO chat_messages (session_id, seq, role, content) SELECT session_id, 3, 'user', 'x' FROM s",
+            uuid.UUID(behind),
+        )
+        await conn.execute("DELETE FROM chat_messages WHERE session_id = $1 AND seq = 2", uuid.UUID(fresh))
+    finally:
+        await conn.close()
+    stale = await check_cache(database_url, redis_url)
+    assert stale.stale == 2  # behind: misses seq 3; fresh: caches a row PostgreSQL no longer has
+    lost = await check_ledger(database_url, ledger)
+    assert (lost.acknowledged, lost.lost, lost.sessions_with_gaps) == (4, 1, 1)
