@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "bench.cleanup",
     "bench.compare",
     "bench.report",
+    "bench.regress",
     "bench.serve",
     "bench.loadtest",
     "bench.tracecmd",
