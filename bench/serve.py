@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
         help="run the HTTP service on uvicorn (embedded PostgreSQL + Redis by default)",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--backend", choices=BACKENDS, default="hybrid", help="store backend (default: hybrid)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="store backend (default: SESSIONSTORE_BACKEND, else hybrid)")  # fmt: skip
     p.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--servers", choices=[m for m in MODES if m != "docker"], default="auto",
@@ -67,15 +68,16 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 
     with contextlib.ExitStack() as stack:
         base = Settings.from_env(env)
+        backend = args.backend or base.backend
         where = "no servers (in-process memory)"
-        if args.backend == "memory":
+        if backend == "memory":
             settings = replace(base, backend="memory")
-        elif args.backend == "postgres" and args.servers != "embedded" and base.database_url and not base.redis_url:
+        elif backend == "postgres" and args.servers != "embedded" and base.database_url and not base.redis_url:
             settings = replace(base, backend="postgres")  # PostgreSQL alone needs no Redis
             where = "external PostgreSQL (DATABASE_URL)"
         else:
             servers = stack.enter_context(open_servers(args.servers, environ=env))
-            settings = replace(base, backend=args.backend, database_url=servers.database_url,
+            settings = replace(base, backend=backend, database_url=servers.database_url,
                                redis_url=servers.redis_url)  # fmt: skip
             where = f"{servers.mode} servers: {servers.describe()}"
         app = create_app(settings, service=service, tracer=tracer)
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
             lifespan="on", server_header=False, proxy_headers=False,  # nothing here uses client addresses
         )  # fmt: skip
         server = uvicorn.Server(config)
-        print(f"sessionbench serve: backend {args.backend} on {where}", flush=True)
+        print(f"sessionbench serve: backend {backend} on {where}", flush=True)
         print(f"  auth: {service.auth_mode}", flush=True)
         for note in notes:
             print(f"  {note}", flush=True)
