@@ -105,7 +105,7 @@ async def test_a_generator_that_falls_behind_its_schedule_is_flagged_invalid() -
             time.sleep(0.004)  # noqa: ASYNC251 - blocking the loop on purpose, like the seed's sync Redis client
             return None
 
-    result = await run_open(Blocking(), _reads(0.5, 1000, 50), RunOptions(max_lag_ms=10))
+    result = await run_open(Blocking(), _reads(0.25, 1000, 50), RunOptions(max_lag_ms=10))
     assert not result.valid
     assert any("fell behind its schedule" in reason for reason in result.invalid)
     fine = await run_open(NoopTarget(), _reads(0.5, 200, 50), RunOptions(max_lag_ms=50))
