@@ -275,6 +275,7 @@ async def generator_check(workload: Workload, *, events: int) -> dict[str, Any]:
         "capacity_ops_per_s": asap.throughput,
         "capacity_operations": asap.operations,
         "capacity_cpu_cores": asap.cpu_fraction,
+        "capacity_ops_per_cpu_s": asap.operations / asap.cpu_s if asap.cpu_s else 0.0,
         "workload_ops_per_s": paced.throughput,
         "workload_cpu_cores": paced.cpu_fraction,
         "workload_scheduler_busy_fraction": paced.scheduler_busy_s / paced.elapsed_s if paced.elapsed_s else 0.0,

@@ -291,7 +291,8 @@ def render_generator_check(f: dict[str, Any], workload: Any) -> str:
         [
             "load generator with a no-op store (one process, one event loop, one core at most):",
             f"  capacity: {f['capacity_ops_per_s']:,.0f} operations/s scheduled and completed "
-            f"({f['capacity_operations']:,} operations, {f['capacity_cpu_cores']:.2f} cores)",
+            f"({f['capacity_operations']:,} operations, {f['capacity_cpu_cores']:.2f} cores busy) = "
+            f"{f['capacity_ops_per_cpu_s']:,.0f} operations per CPU-second",
             f"  at the workload (seed {workload.seed}, {workload.duration:g} s): {f['workload_ops_per_s']:,.0f} ops/s, "
             f"CPU {f['workload_cpu_cores']:.3f} cores (dispatcher busy {f['workload_scheduler_busy_fraction']:.1%}), "
             f"schedule lag p99 {f['workload_lag_p99_ms']:.2f} ms, max {f['workload_lag_max_ms']:.2f} ms, "

@@ -124,3 +124,15 @@ def test_help_explains_every_option() -> None:
     for option in ("--configs", "--reference", "--seed", "--duration", "--quick", "--cache-size", "--ttl",
                    "--clients", "--closed-turns", "--generator-check", "--servers", "--trace"):  # fmt: skip
         assert option in text
+
+
+def test_generator_check_reports_capacity_far_above_the_default_rate_at_little_cpu() -> None:
+    """The no-op generator schedules far more than the default workload needs, using under half a core for it."""
+    import asyncio
+
+    from bench.workload import Workload
+
+    figures = asyncio.run(compare.generator_check(Workload(duration=1.5), events=20_000))
+    assert figures["capacity_operations"] == 20_000
+    assert figures["capacity_ops_per_cpu_s"] > 20 * figures["workload_ops_per_s"] > 0
+    assert figures["workload_cpu_cores"] < 0.5
