@@ -20,6 +20,11 @@ class _Owned:
         self._inner = inner
         self._closers = closers
 
+    @property
+    def inner(self) -> Any:
+        """The backend store this wrapper owns the clients of."""
+        return self._inner
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
