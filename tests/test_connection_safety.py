@@ -80,9 +80,8 @@ async def test_hybrid_with_rediss_against_a_plain_server_degrades_instead_of_han
         for i in range(4):
             await store.add_message(sid, "user", f"m{i}")
         assert [m.content for m in await store.get_messages(sid)] == ["m0", "m1", "m2", "m3"]
-        hybrid = store._inner  # type: ignore[attr-defined]
-        assert isinstance(hybrid, HybridStore)
-        assert hybrid.breaker.state == hybrid.breaker.OPEN
+        breaker = store.breaker  # type: ignore[attr-defined]
+        assert breaker.state == breaker.OPEN
     finally:
         await store.close()
     assert time.perf_counter() - t0 < 5.0
