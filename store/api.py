@@ -68,6 +68,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from store.base import (
     SessionNotFound,
     SessionStore,
+    StoreError,
     StoreEvents,
     StoreUnavailable,
     ValidationError,
@@ -109,12 +110,16 @@ class ServiceSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     retry_after: int = 1
     ready_timeout: float = 2.0
+    cleanup_interval: float = 0.0
+    cleanup_older_than: float = 30 * 86400.0
+    cleanup_batch_size: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         """``SESSIONSTORE_TOKENS="tok1=alice,tok2=bob"`` and/or ``SESSIONSTORE_TOKENS_FILE``
         (a JSON object token -> user), ``SESSIONSTORE_DEV_AUTH=1``, ``SESSIONSTORE_ACCESS_LOG``,
-        ``SESSIONSTORE_MAX_BODY_BYTES``."""
+        ``SESSIONSTORE_MAX_BODY_BYTES``; ``SESSIONSTORE_CLEANUP_INTERVAL`` (seconds, 0 = off) and
+        ``SESSIONSTORE_CLEANUP_OLDER_THAN`` (seconds) for the optional periodic cleanup."""
         env = os.environ if environ is None else environ
         tokens: dict[str, str] = {}
         path = env.get("SESSIONSTORE_TOKENS_FILE", "").strip()
@@ -141,11 +146,24 @@ class ServiceSettings:
             max_body_bytes = int(max_body) if max_body else MAX_BODY_BYTES
         except ValueError:
             raise ValidationError("SESSIONSTORE_MAX_BODY_BYTES", "must be an integer") from None
+        cleanup: dict[str, float] = {}
+        for name, key in (("cleanup_interval", "SESSIONSTORE_CLEANUP_INTERVAL"),
+                          ("cleanup_older_than", "SESSIONSTORE_CLEANUP_OLDER_THAN")):  # fmt: skip
+            raw = env.get(key, "").strip()
+            if raw:
+                try:
+                    cleanup[name] = float(raw)
+                except ValueError:
+                    raise ValidationError(key, "must be a number of seconds") from None
+                if not cleanup[name] >= 0:
+                    raise ValidationError(key, "must be a non-negative number of seconds")
         return cls(
             tokens=tokens,
             dev_auth=env.get("SESSIONSTORE_DEV_AUTH", "").strip().lower() in {"1", "true", "yes", "on"},
             access_log=env.get("SESSIONSTORE_ACCESS_LOG") or None,
             max_body_bytes=max_body_bytes,
+            cleanup_interval=cleanup.get("cleanup_interval", 0.0),
+            cleanup_older_than=cleanup.get("cleanup_older_than", 30 * 86400.0),
         )
 
     @property
@@ -406,6 +424,10 @@ def _install_error_handlers(app: FastAPI, settings: ServiceSettings) -> None:
 
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # Starlette answers 400 for a body it cannot decode (e.g. not UTF-8); the API
+            # documents 422 for every unusable body, naming the field.
+            return _error(422, "invalid", "the body is not valid JSON", "body")
         type_ = _STATUS_TYPES.get(exc.status_code, "error")
         return _error(exc.status_code, type_, str(exc.detail), None, exc.headers)
 
@@ -487,7 +509,8 @@ class _Edge:
                     state["status"] = 499  # the client went away first (nginx's convention)
                 raise
             except Exception:
-                log.exception("unhandled error in %s %s", method, scope.get("path"))
+                # The route template, never the raw path: paths carry session ids.
+                log.exception("unhandled error in %s %s", method, self._route(scope))
                 if not state["started"]:
                     await _send_error(send_wrapper, 500, "internal", "internal error")
             finally:
@@ -538,6 +561,21 @@ async def _send_error(send: Send, status: int, type_: str, message: str) -> None
 
 
 # ----------------------------------------------------------------------------- the app
+
+
+async def _periodic_cleanup(store: SessionStore, cfg: ServiceSettings) -> None:
+    """Delete inactive sessions every ``cleanup_interval`` s (±10% jitter) until cancelled.
+
+    Safe on several instances at once: each batch locks its rows with SKIP LOCKED.
+    """
+    while True:
+        await asyncio.sleep(cfg.cleanup_interval * (0.9 + 0.2 * secrets.randbelow(1001) / 1000))
+        try:
+            deleted = await store.cleanup_inactive(cfg.cleanup_older_than, cfg.cleanup_batch_size)
+        except StoreError as exc:
+            log.warning("periodic cleanup failed: %s", exc)
+        else:
+            log.info("periodic cleanup deleted %d inactive sessions", deleted)
 
 
 class _Service:
@@ -606,6 +644,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        cleaner: asyncio.Task[None] | None = None
         inner = await factory(PrometheusEvents(metrics, state.backend))
         try:
             if state.backend == "hybrid":
@@ -613,8 +652,14 @@ def create_app(
             state.pool, state.redis = store_clients(inner)
             state.store = InstrumentedStore(inner, backend=state.backend, registry=registry, tracer=tracer)
             state.access_log = AccessLog(cfg.access_log) if cfg.access_log else None
+            if cfg.cleanup_interval > 0:
+                cleaner = asyncio.create_task(_periodic_cleanup(state.store, cfg), name="sessionstore-cleanup")
             yield
         finally:
+            if cleaner is not None:
+                cleaner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cleaner
             state.store = None
             if state.access_log is not None:
                 state.access_log.close()

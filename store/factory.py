@@ -70,7 +70,7 @@ async def open_store(
     pg = cfg.postgres
     pool = await create_pool(
         cfg.database_url,
-        min_size=pg.min_size,
+        min_size=min(pg.min_size, pg.max_size),  # a pool of max 1 must not ask for 2
         max_size=pg.max_size,
         command_timeout=pg.command_timeout,
         connect_timeout=pg.connect_timeout,

@@ -107,6 +107,12 @@ class HistoryWindow:
     messages: list[Message]
 
 
+async def _no_reset(conn: Any) -> None:
+    """Skip asyncpg's reset-on-release query: the store keeps no session state on a
+    connection (no SET, LISTEN, advisory session locks or open cursors outside a
+    transaction), and the default reset costs one more round trip per operation."""
+
+
 async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -123,6 +129,7 @@ async def create_pool(
             command_timeout=command_timeout,
             timeout=connect_timeout,
             init=_init_connection,
+            reset=_no_reset,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc

@@ -190,11 +190,6 @@ async def test_exhausted_pool_answers_503_with_retry_after_quickly(database_url:
         await pool.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/factory.py passes postgres.min_size (default 2) unchanged: max_size=1 makes asyncpg raise "
-    "ValueError('min_size is greater than max_size'); fix: min_size=min(pg.min_size, pg.max_size)",
-)
 async def test_pool_max_size_below_the_default_min_size_opens(database_url: str) -> None:
     """``SESSIONSTORE_PG_POOL_MAX=1`` alone (min_size left at its default) gives a working one-connection pool."""
     settings = Settings.from_env({"SESSIONSTORE_BACKEND": "postgres", "DATABASE_URL": database_url,

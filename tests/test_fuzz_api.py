@@ -151,12 +151,6 @@ def _existing_session(app: FastAPI) -> str:
     return sid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/api.py answers 400 'There was an error parsing the body' for a non-UTF-8 JSON body (FastAPI's "
-    "HTTPException from body decoding), a status its OpenAPI document does not list; fix: in "
-    "_install_error_handlers.http_error answer 422 'the body is not valid JSON' (field 'body') for status 400",
-)
 def test_undecodable_json_body_answers_a_documented_status(app: FastAPI) -> None:
     """A body that is not UTF-8 answers 422 like any other unparsable JSON body, not an undocumented 400."""
     sid = str(uuid.uuid4())

@@ -203,11 +203,6 @@ async def _a_503_through_an_exhausted_pool(database_url: str, registry: Collecto
     return sid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/api.py _Edge logs an unhandled error with the raw request path, which holds the session id; "
-    "fix: log.exception('unhandled error in %s %s', method, self._route(scope)) (the route template)",
-)
 async def test_an_unhandled_error_is_logged_without_the_session_id(caplog: pytest.LogCaptureFixture) -> None:
     """The log line of a 500 names the route template, not the session id in the path."""
 
