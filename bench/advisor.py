@@ -477,11 +477,13 @@ def _need(n_before: I64, limit: I64, before: I64) -> I64:
     return need
 
 
-def _by_n(index: I64, weight: F64, n_after: I64, mu: F64, bins: int) -> F64:
-    """Bincount ``weight`` x (1, N, mu, N x mu) at ``index`` (a flat [ttl, N] index)."""
+def _by_n(index: I64, weight: F64 | None, n_after: I64, mu: F64, bins: int) -> F64:
+    """Bincount ``weight`` (None: 1) x (1, N, mu, N x mu) at ``index`` (a flat [ttl, N] index)."""
     out = np.empty((4, bins))
-    for c, w in enumerate((weight, weight * n_after, weight * mu, weight * n_after * mu)):
-        out[c] = np.bincount(index, weights=w, minlength=bins)[:bins]
+    out[0] = np.bincount(index, weights=weight, minlength=bins)[:bins]
+    for c in (1, 2, 3):  # one weight array at a time: big traces stay small in memory
+        w = n_after * mu if c == 3 else (n_after if c == 1 else mu)
+        out[c] = np.bincount(index, weights=w if weight is None else w * weight, minlength=bins)[:bins]
     return out
 
 
@@ -583,15 +585,15 @@ def analyse(
     need_c = np.minimum(r_need, NEED_CAP)
     need_counts = np.bincount(need_c, minlength=NEED_CAP + 1).astype(np.int64)
 
-    def hits_table(present_bin: I64) -> I64:
-        """present_bin: first grid index at which each read is present (K = never)."""
-        h = np.bincount(present_bin * (NEED_CAP + 1) + need_c, minlength=(K + 1) * (NEED_CAP + 1))
-        h = h.reshape(K + 1, NEED_CAP + 1)[:K]
-        out: I64 = np.cumsum(np.cumsum(h, axis=0), axis=1).astype(np.int64)
-        return out
-
-    sliding_hits = hits_table(np.searchsorted(grid_us, r_key, "right").astype(np.int64))
+    # Reads by (first grid TTL at which present, need), cumulated along both axes.
+    present_bin = np.searchsorted(grid_us, r_key, "right").astype(np.int64)
+    h = np.bincount(present_bin * (NEED_CAP + 1) + need_c, minlength=(K + 1) * (NEED_CAP + 1))
+    sliding_hits = np.cumsum(np.cumsum(h.reshape(K + 1, NEED_CAP + 1)[:K], axis=0), axis=1).astype(np.int64)
+    del present_bin, h
     srt = np.argsort(r_key, kind="stable")
+    sorted_keys, sorted_needs = r_key[srt], r_need[srt].astype(np.int32)
+    cold_reads = int((r_key >= NO_ANCHOR).sum())
+    del srt, r_key, r_need, need_c
 
     # Sliding memory: after event i the entry is there for min(follow, ttl) if key_after < ttl.
     mu = np.where(n_after > 0, p_after / np.maximum(n_after, 1), 0.0)
@@ -601,9 +603,11 @@ def analyse(
     # follow part is added at k = hi, the ttl part is a difference array over [lo, hi).
     lo, hi = kb, np.maximum(kb, fb)
     nbin = np.minimum(n_after, NB - 1)
-    a_part = _by_n(hi * NB + nbin, follow / US, n_after, mu, (K + 1) * NB)
-    b_part = _by_n(lo * NB + nbin, np.ones(n), n_after, mu, (K + 1) * NB)
-    b_part -= _by_n(hi * NB + nbin, np.ones(n), n_after, mu, (K + 1) * NB)
+    hi_idx = hi * NB + nbin
+    a_part = _by_n(hi_idx, follow / US, n_after, mu, (K + 1) * NB)
+    b_part = _by_n(lo * NB + nbin, None, n_after, mu, (K + 1) * NB)
+    b_part -= _by_n(hi_idx, None, n_after, mu, (K + 1) * NB)
+    del hi_idx
     a_cum = np.cumsum(a_part.reshape(4, K + 1, NB)[:, :K], axis=1)
     b_cum = np.cumsum(b_part.reshape(4, K + 1, NB)[:, :K], axis=1)
     grid_fin = np.where(np.isfinite(grid), grid, 0.0)
@@ -611,7 +615,7 @@ def analyse(
     # The last instant: sessions whose entry is alive at t_end.
     alive_bin = np.searchsorted(grid_us, np.maximum(key_after[last], follow[last]), "right")
     lnb = nbin[last]
-    end_sliding = _by_n(alive_bin * NB + lnb, np.ones(lnb.size), n_after[last], mu[last], (K + 1) * NB)
+    end_sliding = _by_n(alive_bin * NB + lnb, None, n_after[last], mu[last], (K + 1) * NB)
     end_sliding = np.cumsum(end_sliding.reshape(4, K + 1, NB)[:, :K], axis=1)
     del kb, fb, lo, hi, a_part, b_part, p_after
 
@@ -639,6 +643,7 @@ def analyse(
         expired = c_t[(c_kafter < T) & (c_follow >= T)] + T
         live = np.arange(1, created.size + 1) - np.searchsorted(expired, created, "right")
         peak_sliding[k] = int(live.max())
+    del key, key_after, o_anchor, a_t, a_key, c_t, c_kafter, c_follow, n_before
 
     # Fixed TTL: per grid TTL, a greedy chain of populates per session.
     a_idx = np.flatnonzero(anchor)
@@ -659,24 +664,32 @@ def analyse(
     end_fixed = np.zeros((4, KF, NB))
     peak_fixed = np.zeros(KF, np.int64)
     orig_pos = order  # sorted-domain position -> trace position (time order)
+    marks = np.zeros(n + 1, np.int64)  # reused by every fixed TTL (no page faults per TTL)
+    flags = np.zeros(n, bool)
     grp_first_idx = np.flatnonzero(first)
     # Monotone keys (session, time rank) over the session-sorted events: "first event of
     # this session at or after time x" is one searchsorted, for many queries at once.
-    uniq_t = cols.t[np.concatenate([[True], np.diff(cols.t) != 0])]
-    gid = np.cumsum(first) - 1
-    ev_key = gid * (n + 1) + np.searchsorted(uniq_t, t)
+    # The key is session x span + time when that fits in 63 bits (queries then come sorted,
+    # cache-friendly), else session x (n + 1) + rank of the time among the trace's times.
+    gid = np.cumsum(first, dtype=np.int64) - 1
+    t0 = int(cols.t[0])
+    span = t_end - t0 + 2
+    direct = int(gid[-1] + 1) * span < (1 << 62)
+    uniq_t = np.empty(0, np.int64) if direct else cols.t[np.concatenate([[True], np.diff(cols.t) != 0])]
+    scale = span if direct else n + 1
+    ev_key = gid * scale + ((t - t0) if direct else np.searchsorted(uniq_t, t))
+    gid = gid.astype(np.int32)
     a_key, a_gid = ev_key[a_idx], gid[a_idx]
 
-    def pop_mark(positions: I64) -> BoolA:
-        mask = np.zeros(n, bool)
-        mask[positions] = True
-        return mask
-
     def first_key(keys: I64, groups: I64, at_least: I64) -> I64:
-        found: I64 = np.searchsorted(keys, groups * (n + 1) + np.searchsorted(uniq_t, at_least, "left"), "left")
+        """Index of the first key of ``groups`` at or after time ``at_least`` (the group's end if none)."""
+        where = np.minimum(at_least - t0, span - 1) if direct else np.searchsorted(uniq_t, at_least, "left")
+        found: I64 = np.searchsorted(keys, groups.astype(np.int64) * scale + where, "left")
         return found
 
-    ev_grp_end = np.repeat(np.append(grp_first_idx[1:], n), np.diff(np.append(grp_first_idx, n)))
+    grp_end = np.append(grp_first_idx[1:], n)  # one past each session's last event
+    a_time = np.argsort(orig_pos[a_idx])  # anchors in time order
+    at_in_time = at[a_time]
     for k in range(KF):
         T = fgrid_us[k]
         populate = np.zeros(a_idx.size, bool)
@@ -701,26 +714,27 @@ def analyse(
         # ranges of the session-sorted events, found by bisection, marked by a difference array.
         pp = a_idx[populate]
         pt = t[pp]
-        stop = ev_grp_end[pp] if k == KF - 1 else np.maximum(first_key(ev_key, gid[pp], pt + T), pp + 1)
+        stop = grp_end[gid[pp]] if k == KF - 1 else np.maximum(first_key(ev_key, gid[pp], pt + T), pp + 1)
         # The populate time (+1, so that 0 means "not covered") runs along its range.
-        marks = np.zeros(n + 1, np.int64)
         marks[pp] = pt + 1
         marks[stop] -= pt + 1
-        running = np.cumsum(marks[:n])
-        cov = np.flatnonzero(running)
-        p_cov = running[cov] - 1
-        hit_read = cov[is_read[cov] & ~pop_mark(pp)[cov]]
+        np.cumsum(marks, out=marks)
+        cov = np.flatnonzero(marks[:n])
+        p_cov = marks[cov] - 1
+        marks[:] = 0
+        flags[pp] = True  # populates (sorted positions)
+        hit_read = cov[is_read[cov] & ~flags[cov]]
+        flags[pp] = False
         fixed_hits[k] = np.cumsum(np.bincount(need[hit_read].clip(max=NEED_CAP), minlength=NEED_CAP + 1))
         # Memory: after a covered event the entry lives until the next event or populate + T.
         left = p_cov + T - t[cov]
         life = np.minimum(follow[cov], left) / US
         mem_fixed[:, k] = _by_n(nbin[cov], life, n_after[cov], mu[cov], NB)
         alive = cov[last[cov] & (follow[cov] < left)]
-        end_fixed[:, k] = _by_n(nbin[alive], np.ones(alive.size), n_after[alive], mu[alive], NB)
+        end_fixed[:, k] = _by_n(nbin[alive], None, n_after[alive], mu[alive], NB)
+        del cov, p_cov, hit_read, left, life, alive
         # Populates in time order without sorting: flag their trace positions.
-        flags = np.zeros(n, bool)
-        flags[orig_pos[pp]] = True
-        created = cols.t[flags]
+        created = at_in_time[populate[a_time]]
         if created.size:
             live = np.arange(1, created.size + 1) - np.searchsorted(created, created - T, "right")
             peak_fixed[k] = int(live.max()) if k < KF - 1 else created.size
@@ -756,8 +770,8 @@ def analyse(
         sliding_hits=sliding_hits,
         fixed_ttls=fgrid,
         fixed_hits=fixed_hits,
-        sliding_keys=r_key[srt],
-        sliding_needs=r_need[srt].astype(np.int32),
+        sliding_keys=sorted_keys,
+        sliding_needs=sorted_needs,
         mem_sliding=mem_sliding,
         mem_fixed=mem_fixed,
         peak_sliding=peak_sliding,
@@ -765,7 +779,7 @@ def analyse(
         end_sliding=end_sliding,
         end_fixed=end_fixed,
         need_counts=need_counts,
-        cold_reads=int((r_key >= NO_ANCHOR).sum()),
+        cold_reads=cold_reads,
         access=access,
     )
 
