@@ -366,7 +366,7 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import _svg
+    from bench.report import svg_chart
 
     plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96, "font.size": 9})
     out: list[tuple[str, str]] = []
@@ -396,7 +396,7 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ax.axhline(summary["recommendation"]["effective_target"], color="grey", lw=0.8)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-        out.append((title, _svg(fig)))
+        out.append((title, svg_chart(fig)))
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(11, 3.6))
     by = summary["by_size"]
@@ -406,7 +406,7 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
     ax.set_ylabel("hit ratio")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    out.append(("Hit ratio vs cache size", _svg(fig)))
+    out.append(("Hit ratio vs cache size", svg_chart(fig)))
     plt.close(fig)
     if summary.get("lru"):
         lru = summary["lru"]
@@ -416,7 +416,7 @@ def _plots(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_xlabel("maxmemory (MiB), LRU, no TTL")
         ax.set_ylabel("hit ratio")
         ax.grid(True, which="both", alpha=0.3)
-        out.append((f"Hit ratio vs maxmemory (LRU, cache_size {lru['size']})", _svg(fig)))
+        out.append((f"Hit ratio vs maxmemory (LRU, cache_size {lru['size']})", svg_chart(fig)))
         plt.close(fig)
     return out
 
@@ -425,11 +425,11 @@ def write_html(summary: dict[str, Any], path: Path) -> Path:
     """A self-contained report in the style of :mod:`bench.report` (inline SVG)."""
     import html
 
-    from bench.report import _CSS, _html_table
+    from bench.report import REPORT_CSS, html_table
 
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>sessionbench advise</title><style>{_CSS}</style>"
-        "</head><body><h1>sessionbench advise: TTL and cache size</h1>",
+        "<!doctype html><html><head><meta charset='utf-8'><title>sessionbench advise</title>"
+        f"<style>{REPORT_CSS}</style></head><body><h1>sessionbench advise: TTL and cache size</h1>",
         f"<pre>{html.escape(render(summary))}</pre>",
     ]
     if summary.get("validation"):
@@ -447,7 +447,7 @@ def write_html(summary: dict[str, Any], path: Path) -> Path:
             ]
             for v in summary["validation"]
         ]
-        parts.append("<h2>Validation on real Redis</h2>" + _html_table(header, body))
+        parts.append("<h2>Validation on real Redis</h2>" + html_table(header, body))
     for title, svg in _plots(summary):
         parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
     meta = {k: summary.get(k) for k in ("source", "redis_model", "performance", "target", "recommendation")}

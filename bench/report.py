@@ -23,7 +23,17 @@ from hdrh.histogram import HdrHistogram
 
 from bench.measure import PERCENTILES, decode_histogram, load_result
 
-__all__ = ["TARGETS", "issue3_checks", "register", "render_table", "rows", "write_html"]
+__all__ = [
+    "REPORT_CSS",
+    "TARGETS",
+    "html_table",
+    "issue3_checks",
+    "register",
+    "render_table",
+    "rows",
+    "svg_chart",
+    "write_html",
+]
 
 MiB = 1024 * 1024
 OPS = ("append", "read", "read.hit", "read.miss", "read.bypass", "turn")
@@ -307,7 +317,7 @@ def render_generator_check(f: dict[str, Any], workload: Any) -> str:
 _PLOT_POINTS = (0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
 
 
-def _svg(fig: Any) -> str:
+def svg_chart(fig: Any) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
@@ -341,7 +351,7 @@ def _plots(data: dict[str, Any]) -> list[tuple[str, str]]:
             ax.set_title(f"{op} latency by percentile {title}".strip())
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-        out.append((f"Latency percentiles {title}".strip(), _svg(fig)))
+        out.append((f"Latency percentiles {title}".strip(), svg_chart(fig)))
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(11, 3.2))
@@ -364,7 +374,7 @@ def _plots(data: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_title("throughput over time")
         ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
-    out.append(("Throughput", _svg(fig)))
+    out.append(("Throughput", svg_chart(fig)))
     plt.close(fig)
 
     if not turns and any(c.get("cache") for c in data["configs"]):
@@ -380,18 +390,18 @@ def _plots(data: dict[str, Any]) -> list[tuple[str, str]]:
         ax.set_title("cache hit ratio over time (per interval)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        out.append(("Cache hit ratio over time", _svg(fig)))
+        out.append(("Cache hit ratio over time", svg_chart(fig)))
         plt.close(fig)
     return out
 
 
-def _html_table(header: list[str], body: list[list[str]]) -> str:
+def html_table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-_CSS = """
+REPORT_CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
@@ -407,7 +417,7 @@ def write_html(data: dict[str, Any], path: Path, *, reference: str | None = None
     reference = reference or data.get("reference") or data["configs"][0]["name"]
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>sessionbench {html.escape(data['created'])}"
-        f"</title><style>{_CSS}</style></head><body>",
+        f"</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>sessionbench {html.escape(data.get('kind', 'workload'))} comparison</h1>",
         f"<p>{html.escape(data['created'])} · ratios against <b>{html.escape(reference)}</b></p>",
     ]
@@ -416,13 +426,13 @@ def write_html(data: dict[str, Any], path: Path, *, reference: str | None = None
         if not configs:
             continue
         header, body = _table_parts(configs, data.get("kind", "workload"), reference)
-        parts.append(f"<h2>Results {html.escape(title)}</h2>" + _html_table(header, body))
+        parts.append(f"<h2>Results {html.escape(title)}</h2>" + html_table(header, body))
         for c in configs:
             for reason in c["invalid"]:
                 parts.append(f"<p class='invalid'>INVALID {html.escape(c['name'])}: {html.escape(reason)}</p>")
     if data.get("kind") == "turns":
         parts.append(
-            "<h2>Issue 3 targets</h2>" + _html_table(["target", "measured"], [list(x) for x in issue3_checks(data)])
+            "<h2>Issue 3 targets</h2>" + html_table(["target", "measured"], [list(x) for x in issue3_checks(data)])
         )
     for note in data.get("notes") or []:
         parts.append(f"<p>{html.escape(note)}</p>")
