@@ -5,12 +5,19 @@ a **contiguous suffix** of the history (at most ``cache.size`` messages, each ta
 with its ``seq``).  The consistency contract (DESIGN.md §2):
 
 1. A write returns only after PostgreSQL committed it; if PostgreSQL fails the call
-   raises and the cache is not touched.
+   raises and the cache is not touched.  (A failed commit may still have happened,
+   its reply lost: the session's entry is dropped before the cache is used again.)
 2. An append extends the cached window in one Lua script only if its first ``seq`` is
    exactly the cached last ``seq`` + 1; otherwise the entry is dropped.  No gap, no
-   misorder, never an entry holding only the newest message.
+   misorder, never an entry holding only the newest message: an entry whose list
+   vanished on its own (evicted, deleted) is dropped, never extended or served.
 3. A populate after a miss holds a lease taken by the read that missed; any append or
-   delete in between deletes the lease, so the populate is discarded.
+   delete in between deletes the lease, so the populate is discarded.  The append's
+   script runs after its commit, so a populate whose snapshot predates that commit
+   can land just before the script; the script then extends it (or drops it).  No
+   acknowledged write is ever missing from an entry, but a reader that went to
+   PostgreSQL may briefly see a committed, not yet acknowledged append that the cache
+   does not show yet (the window memcache leases leave between the write and the delete).
 4. Requests the window cannot answer in full go to PostgreSQL as ``bypass``.
 5. Redis errors never fail a call: reads fall back to PostgreSQL, writes still succeed,
    a circuit breaker stops waiting on a dead Redis, and sessions written while Redis
@@ -58,6 +65,7 @@ from store.base import (
     Session,
     SessionNotFound,
     StoreEvents,
+    StoreUnavailable,
     last_cache_result,
     validate_before_seq,
     validate_cleanup,
@@ -75,7 +83,10 @@ BACKEND = "hybrid"
 _READ = """
 local h = redis.call('HMGET', KEYS[2], 'last', 'owner', 'epoch')
 local epoch = redis.call('GET', KEYS[4]) or '0'
-if not h[1] or h[3] ~= epoch then
+local len = 0
+if h[1] then len = redis.call('LLEN', KEYS[1]) end
+-- an entry whose list is gone (evicted or deleted on its own) is dropped, not served as bypass
+if not h[1] or h[3] ~= epoch or (len == 0 and tonumber(h[1]) > 0) then
   local stale = 0
   if h[1] then redis.call('DEL', KEYS[1], KEYS[2]); stale = 1 end
   local leased = 0
@@ -88,7 +99,7 @@ if ARGV[4] == '1' then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 local last = tonumber(h[1])
-local first = last - redis.call('LLEN', KEYS[1]) + 1
+local first = last - len + 1
 local upper = last
 if ARGV[2] ~= '' then upper = math.min(last, tonumber(ARGV[2]) - 1) end
 local lower = math.max(1, upper - tonumber(ARGV[1]) + 1)
@@ -114,6 +125,10 @@ if last >= first + n - 1 then return 'present' end
 if last ~= first - 1 then
   redis.call('DEL', KEYS[1], KEYS[2])
   return 'gap'
+end
+if last > 0 and redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 'lost'
 end
 redis.call('RPUSH', KEYS[1], unpack(ARGV, 5))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
@@ -161,7 +176,11 @@ def create_redis(url: str, settings: RedisSettings) -> aioredis.Redis:
 
 
 class CircuitBreaker:
-    """Closed -> open after ``failures`` consecutive errors; half-open (one probe) after ``reset`` s."""
+    """Closed -> open after ``failures`` consecutive errors; half-open (one probe) after ``reset`` s.
+
+    A probe that never reports (its task was cancelled mid-call) expires after ``reset``
+    seconds, so the breaker cannot stay half-open, refusing everything, for ever.
+    """
 
     CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -173,14 +192,17 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_started = 0.0
 
     def allow(self) -> bool:
         if self.state == self.CLOSED:
             return True
-        if self.state == self.OPEN and time.monotonic() - self._opened_at >= self.reset:
+        now = time.monotonic()
+        if self.state == self.OPEN and now - self._opened_at >= self.reset:
             self._set(self.HALF_OPEN)
-        if self.state == self.HALF_OPEN and not self._probing:
+        if self.state == self.HALF_OPEN and (not self._probing or now - self._probe_started >= self.reset):
             self._probing = True
+            self._probe_started = now
             return True
         return False
 
@@ -253,8 +275,12 @@ class HybridStore:
         self._lease_ms = str(max(1, int(self.cache.lease_ttl * 1000)))
         self._sliding = "1" if self.cache.sliding else "0"
         self._epoch_key = f"{self.cache.key_prefix}:epoch"
-        self._dirty: set[str] = set()
-        self._bump_epoch = False
+        # Sessions whose cache entry may have missed a write, each with the number of the
+        # mark that put it there (a mark made while a cleanup is in flight must survive it).
+        self._dirty: dict[str, int] = {}
+        self._marks = 0
+        self._bump_epoch = 0  # the mark that asked for an epoch bump; 0 = none pending
+        self._cleaning = False
 
     async def load_scripts(self) -> bool:
         """SCRIPT LOAD the Lua scripts so the first calls do not pay for NOSCRIPT.
@@ -281,21 +307,32 @@ class HybridStore:
 
     def _mark_dirty(self, sid: str) -> None:
         """Remember a session whose cache entry may have missed a write (bounded)."""
-        if self._bump_epoch:
-            return
-        self._dirty.add(sid)
+        self._marks += 1
+        self._dirty[sid] = self._marks
         if len(self._dirty) > self.cache.dirty_max:
-            self._dirty.clear()
-            self._bump_epoch = True
+            self._invalidate_all()
+
+    def _invalidate_all(self) -> None:
+        """Too many (or unknown) sessions missed writes: bump the epoch before the next use."""
+        self._marks += 1
+        self._dirty.clear()
+        self._bump_epoch = self._marks
 
     async def _usable(self, operation: str) -> bool:
         """True when the cache may be used now: breaker allows and no entry that missed
-        a write is left (they are dropped first, in one round trip)."""
+        a write is left (they are dropped first, in one round trip).
+
+        One cleanup runs at a time; calls that arrive meanwhile go around the cache
+        (False) instead of piling up behind it or sending the same deletes again.
+        """
         if not self.breaker.allow():
             return False
         if not self._dirty and not self._bump_epoch:
             return True
-        dirty, bump = list(self._dirty), self._bump_epoch
+        if self._cleaning:
+            return False
+        dirty, bump = dict(self._dirty), self._bump_epoch
+        self._cleaning = True
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for sid in dirty:
@@ -306,9 +343,14 @@ class HybridStore:
         except (RedisError, OSError) as exc:
             self._redis_failed(operation, exc)
             return False
-        self._dirty.difference_update(dirty)
+        finally:
+            self._cleaning = False
+        for sid, mark in dirty.items():
+            if self._dirty.get(sid) == mark:  # not marked again while the deletes were in flight
+                del self._dirty[sid]
         if bump:
-            self._bump_epoch = False
+            if self._bump_epoch == bump:
+                self._bump_epoch = 0
             self.events.cache_invalidation("epoch_bump")
         for _ in dirty:
             self.events.cache_invalidation("outage")
@@ -319,18 +361,23 @@ class HybridStore:
         """Delete cache entries after PostgreSQL deleted their sessions."""
         if not sids:
             return
-        if await self._usable(operation):
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for sid in sids:
-                        pipe.delete(*self._keys(sid)[:3])
-                    await pipe.execute()
-                self.breaker.success()
-                for _ in sids:
-                    self.events.cache_invalidation(reason)
-                return
-            except (RedisError, OSError) as exc:
-                self._redis_failed(operation, exc)
+        try:
+            if await self._usable(operation):
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for sid in sids:
+                            pipe.delete(*self._keys(sid)[:3])
+                        await pipe.execute()
+                    self.breaker.success()
+                    for _ in sids:
+                        self.events.cache_invalidation(reason)
+                    return
+                except (RedisError, OSError) as exc:
+                    self._redis_failed(operation, exc)
+        except BaseException:  # cancelled: the deletes may not have run
+            for sid in sids:
+                self._mark_dirty(sid)
+            raise
         for sid in sids:
             self._mark_dirty(sid)
 
@@ -424,24 +471,36 @@ class HybridStore:
         *,
         user_id: str | None = None,
     ) -> list[Message]:
-        stored = await self.durable.add_messages(session_id, messages, user_id=user_id)
-        sid = stored[0].session_id
+        sid = validate_session_id(session_id)
+        try:
+            stored = await self.durable.add_messages(sid, messages, user_id=user_id)
+        except (StoreUnavailable, asyncio.CancelledError):
+            # In doubt: the commit may have happened with its reply lost.  The cache is not
+            # touched now; the entry is dropped before the cache is used again.
+            self._mark_dirty(sid)
+            raise
+        try:
+            await self._extend(sid, stored)
+        except BaseException:  # cancelled after the commit: the entry may lack these messages
+            self._mark_dirty(sid)
+            raise
+        return stored
+
+    async def _extend(self, sid: str, stored: list[Message]) -> None:
+        """Append committed messages to the cached window (1 Redis round trip)."""
         if not await self._usable("add_messages"):
             self._mark_dirty(sid)
-            return stored
+            return
         args: list[str | int] = [stored[0].seq, self._ttl_ms, self._sliding, self.cache.size, *map(_encode, stored)]
         try:
             outcome = await self._append(keys=self._keys(sid), args=args)
-        except (RedisError, OSError, asyncio.CancelledError) as exc:
+        except (RedisError, OSError) as exc:
             self._mark_dirty(sid)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             self._redis_failed("add_messages", exc)
-            return stored
+            return
         self.breaker.success()
-        if outcome in ("gap", "epoch"):
+        if outcome in ("gap", "epoch", "lost"):
             self.events.cache_invalidation(outcome)
-        return stored
 
     async def create_session(
         self,
@@ -468,15 +527,27 @@ class HybridStore:
         return self.durable.export(session_id, format, user_id=user_id)
 
     async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
-        deleted = await self.durable.delete_session(session_id, user_id=user_id)
+        sid = validate_session_id(session_id)
+        try:
+            deleted = await self.durable.delete_session(sid, user_id=user_id)
+        except (StoreUnavailable, asyncio.CancelledError):
+            self._mark_dirty(sid)  # in doubt: the delete may have committed
+            raise
         if deleted:
-            await self._drop([validate_session_id(session_id)], "delete", "delete_session")
+            await self._drop([sid], "delete", "delete_session")
         return deleted
 
     async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
         validate_cleanup(older_than, batch_size)
         total = 0
-        while batch := await self.durable.cleanup_batch(older_than, batch_size):
+        while True:
+            try:
+                batch = await self.durable.cleanup_batch(older_than, batch_size)
+            except (StoreUnavailable, asyncio.CancelledError):
+                self._invalidate_all()  # in doubt, and we do not know which sessions went
+                raise
+            if not batch:
+                break
             await self._drop(batch, "cleanup", "cleanup_inactive")
             total += len(batch)
             if len(batch) < batch_size:
