@@ -103,9 +103,10 @@ local first = last - len + 1
 local upper = last
 if ARGV[2] ~= '' then upper = math.min(last, tonumber(ARGV[2]) - 1) end
 local lower = math.max(1, upper - tonumber(ARGV[1]) + 1)
-if upper < lower then return {'hit', last, {}} end
+if upper < lower then return {'hit', last, '[]'} end
 if lower < first then return {'bypass', last} end
-return {'hit', last, redis.call('LRANGE', KEYS[1], lower - first, upper - first)}
+-- one JSON array of the encoded messages: a single bulk reply, decoded in one call
+return {'hit', last, '[' .. table.concat(redis.call('LRANGE', KEYS[1], lower - first, upper - first), ',') .. ']'}
 """
 
 # KEYS: list, hash, lease, epoch
@@ -234,17 +235,22 @@ def _redis_kind(exc: BaseException) -> str:
     return "command"
 
 
-def _encode(m: Message) -> str:
+def encode_message(m: Message) -> str:
+    """A cached message: the JSON array ``[seq, role, content, created_at, metadata]``."""
     return json.dumps(
-        {"s": m.seq, "r": m.role, "c": m.content, "t": m.created_at.isoformat(), "m": m.metadata},
-        ensure_ascii=False,
-        separators=(",", ":"),
+        [m.seq, m.role, m.content, m.created_at.isoformat(), m.metadata], ensure_ascii=False, separators=(",", ":")
     )
 
 
-def _decode(session_id: str, raw: str) -> Message:
-    d = json.loads(raw)
-    return Message(session_id, d["s"], d["r"], d["c"], datetime.fromisoformat(d["t"]), d["m"])
+def decode_window(session_id: str, blob: str) -> list[Message]:
+    """Messages from a JSON array of encoded messages (what the read script returns)."""
+    fromiso = datetime.fromisoformat
+    return [Message(session_id, s, r, c, fromiso(t), m) for s, r, c, t, m in json.loads(blob)]
+
+
+def decode_entries(session_id: str, entries: Sequence[str]) -> list[Message]:
+    """Messages from a cache list's raw entries (as ``LRANGE`` returns them)."""
+    return decode_window(session_id, "[" + ",".join(entries) + "]")
 
 
 class HybridStore:
@@ -415,7 +421,7 @@ class HybridStore:
                 kind = reply[0]
                 if kind == "hit":
                     self._result("hit")
-                    return [_decode(sid, raw) for raw in reply[2]]
+                    return decode_window(sid, reply[2])
                 if kind == "forbidden":
                     self._result("hit")
                     raise SessionNotFound(sid)
@@ -444,7 +450,7 @@ class HybridStore:
                     messages: list[Message]) -> None:  # fmt: skip
         try:
             stored = await self._populate(
-                keys=keys, args=[token, last_seq, owner or "", self._ttl_ms, *map(_encode, messages)]
+                keys=keys, args=[token, last_seq, owner or "", self._ttl_ms, *map(encode_message, messages)]
             )
         except (RedisError, OSError) as exc:
             self._redis_failed("populate", exc)
@@ -491,7 +497,13 @@ class HybridStore:
         if not await self._usable("add_messages"):
             self._mark_dirty(sid)
             return
-        args: list[str | int] = [stored[0].seq, self._ttl_ms, self._sliding, self.cache.size, *map(_encode, stored)]
+        args: list[str | int] = [
+            stored[0].seq,
+            self._ttl_ms,
+            self._sliding,
+            self.cache.size,
+            *map(encode_message, stored),
+        ]
         try:
             outcome = await self._append(keys=self._keys(sid), args=args)
         except (RedisError, OSError) as exc:

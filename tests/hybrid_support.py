@@ -9,18 +9,16 @@ The cache layout read here is the one documented in ``store/hybrid.py``:
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from store.base import CacheResult, Message
-from store.hybrid import HybridStore, create_redis
+from store.hybrid import HybridStore, create_redis, decode_entries
 from store.postgres import PostgresStore, create_pool, migrate
 from store.settings import CacheSettings, RedisSettings
 
@@ -92,10 +90,7 @@ def _entry(sid: str, raw_hash: dict[Any, Any], raw_list: list[Any]) -> CacheEntr
     if not raw_hash:
         return None
     h = {_text(k): _text(v) for k, v in raw_hash.items()}
-    messages = []
-    for raw in raw_list:
-        d = json.loads(raw)
-        messages.append(Message(sid, d["s"], d["r"], d["c"], datetime.fromisoformat(d["t"]), d["m"]))
+    messages = decode_entries(sid, [_text(raw) for raw in raw_list])
     return CacheEntry(int(h["last"]), h.get("owner", ""), h.get("epoch", "0"), messages)
 
 
