@@ -49,6 +49,8 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis, free_port, open_servers
+from store.base import Message
+from store.hybrid import decode_entries
 
 USER = "faults"
 HEADERS = {"Authorization": f"Bearer dev-{USER}"}
@@ -327,7 +329,7 @@ async def check_cache(database_url: str, redis_url: str, *, key_prefix: str = "s
     older epoch are never served; they are counted as ``retired``.
     """
     client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
-    windows: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+    windows: dict[str, tuple[int, list[Message]]] = {}
     retired = 0
     try:
         epoch = await client.get(f"{key_prefix}:epoch") or "0"
@@ -340,7 +342,7 @@ async def check_cache(database_url: str, redis_url: str, *, key_prefix: str = "s
             if owner_epoch != epoch or (not raw and int(last) > 0):
                 retired += 1  # the read script treats both as a miss: never served
                 continue
-            windows[sid] = (int(last), [json.loads(x) for x in raw])
+            windows[sid] = (int(last), decode_entries(sid, [str(x) for x in raw]))
     finally:
         await client.aclose()
     conn = await asyncpg.connect(database_url, timeout=10)
@@ -354,7 +356,7 @@ async def check_cache(database_url: str, redis_url: str, *, key_prefix: str = "s
     stale = 0
     examples: list[str] = []
     for sid, (top, entries) in windows.items():
-        cached = [(e["s"], e["r"], e["c"]) for e in entries]
+        cached = [(m.seq, m.role, m.content) for m in entries]
         expected = truth.get(sid, [])[-len(cached) :] if cached else []
         problem = ""
         if sid not in heads:
