@@ -12,7 +12,7 @@ concurrent load, one fault injected mid-run, then checks against PostgreSQL:
    must return N or later).  A read that fails a check is *stale*.
 3. **Fault** (:class:`Fault`): Redis SIGKILL + restart on the same port, Redis
    SIGSTOP/SIGCONT, Redis ``CLIENT PAUSE``, PostgreSQL SIGKILL + restart, or the
-   service itself SIGKILLed and restarted (:class:`ServeProcess`, a child we own).
+   service itself SIGKILLed and restarted (:class:`bench.service.ServiceProcess`, a child we own).
 4. **Checks** after the load stops: every acknowledged write is in PostgreSQL with its
    content (:func:`check_ledger`), a read of every session through the service equals
    PostgreSQL (:func:`sweep`), and every live cache window in Redis, decoded, is exactly
@@ -30,11 +30,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -42,13 +39,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis, free_port, open_servers
+from bench.service import ServiceProcess
 from store.base import Message
 from store.hybrid import decode_entries
 
@@ -465,7 +463,7 @@ class PostgresRestart:
 class ServiceKill:
     """SIGKILL to the ``sessionbench serve`` child process, then a new one on the same port."""
 
-    service: ServeProcess
+    service: ServiceProcess
     name: str = "service kill -9 + restart"
     affects: str = "service"
 
@@ -474,81 +472,10 @@ class ServiceKill:
 
     async def recover(self) -> None:
         if not self.service.running:
-            await self.service.start()
+            await self.service.astart()
 
 
 # ----------------------------------------------------------------------------- the service
-
-
-class ServeProcess:
-    """``sessionbench serve --backend hybrid`` as a child process on 127.0.0.1, owned by us.
-
-    Only this child is ever signalled, by its PID.
-    """
-
-    def __init__(
-        self, database_url: str, redis_url: str, *, port: int | None = None, log_path: Path | None = None,
-        env: Mapping[str, str] | None = None, ready_timeout: float = 60.0,
-    ) -> None:  # fmt: skip
-        self.port = port or free_port()
-        self.ready_timeout = ready_timeout
-        self.log_path = log_path or Path(os.devnull)
-        self._env = {**os.environ, **(env or {}), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                     "SESSIONSTORE_DEV_AUTH": "1"}  # fmt: skip
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "bench.cli", "serve", "--backend", "hybrid", "--host", "127.0.0.1",
-               "--port", str(self.port), "--servers", "external"]  # fmt: skip
-        if self._log is None:
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        return subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=self._env, start_new_session=True)  # fmt: skip
-
-    async def start(self) -> None:
-        """Start the child and wait until ``/readyz`` answers 200."""
-        self._proc = await asyncio.to_thread(self._spawn)
-        deadline = time.monotonic() + self.ready_timeout
-        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as client:
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"sessionbench serve exited with code {self._proc.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/readyz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"sessionbench serve was not ready within {self.ready_timeout:.0f} s")
-
-    def kill(self) -> None:
-        """SIGKILL our child (by PID) and reap it."""
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        """SIGINT (uvicorn drains and the store closes), SIGKILL if it lingers."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @contextlib.asynccontextmanager
@@ -789,9 +716,11 @@ async def run_all(
     for name in names:
         kwargs = {"database_url": database_url, "redis_url": redis_url, "load": load, "timeline": timeline}
         if name == "service-kill":
-            service = ServeProcess(database_url, redis_url, log_path=(log_dir / "serve.log") if log_dir else None)
+            service = ServiceProcess(
+                database_url=database_url, redis_url=redis_url, log_path=(log_dir / "serve.log") if log_dir else None
+            )
             try:
-                await service.start()
+                await service.astart()
                 reports.append(await run_fault(ServiceKill(service), service.url, **kwargs))  # type: ignore[arg-type]
             finally:
                 service.stop()

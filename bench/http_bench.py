@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import free_port
+from bench.service import ServiceProcess
 
 
 @dataclass
@@ -161,34 +160,9 @@ async def run_phases(
 
 @contextlib.contextmanager
 def service(backend: str, servers: str, log: Path) -> Iterator[tuple[str, int]]:
-    """``sessionbench serve`` as our child; stopped with SIGTERM by its PID (SIGKILL after 20 s)."""
-    port = free_port()
-    env = {**os.environ, "SESSIONSTORE_DEV_AUTH": "1"}
-    cmd = [sys.executable, "-m", "bench.cli", "serve", "--backend", backend, "--host", "127.0.0.1",
-           "--port", str(port), "--servers", servers]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the service exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
-            else:
-                raise RuntimeError(f"the service was not ready in 60 s:\n{log.read_text()[-2000:]}")
-            yield url, proc.pid
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+    """``sessionbench serve`` as our child (:class:`bench.service.ServiceProcess`); yields its URL and PID."""
+    with ServiceProcess(backend, servers=servers, log_path=log) as proc:
+        yield proc.url, proc.pid
 
 
 # ----------------------------------------------------------------------------- profile

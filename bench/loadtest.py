@@ -35,8 +35,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,8 @@ from typing import IO, Any
 
 import psutil
 
-from bench.servers import Servers, free_port, open_servers
+from bench.servers import Servers, open_servers
+from bench.service import ServiceError, ServiceProcess
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "loadtests" / "locustfile.py"
 BACKENDS = ("memory", "postgres", "hybrid")
@@ -70,8 +69,8 @@ GROUP_ORDER = (
 )
 
 
-class LoadtestError(RuntimeError):
-    """The service or Locust could not be started or did not finish in time."""
+class LoadtestError(ServiceError):
+    """Locust (or the service, :class:`ServiceError`) could not be started or did not finish in time."""
 
 
 # --------------------------------------------------------------------------- options
@@ -98,107 +97,6 @@ class LoadtestOptions:
 
 
 # --------------------------------------------------------------------------- the service
-
-
-class ServiceProcess:
-    """``sessionbench serve`` in a child process on 127.0.0.1, owned (and stopped) by us."""
-
-    def __init__(
-        self,
-        backend: str,
-        *,
-        database_url: str,
-        redis_url: str,
-        log_path: Path,
-        port: int | None = None,
-        extra_env: Mapping[str, str] | None = None,
-        ready_timeout: float = 60.0,
-    ) -> None:
-        self.backend = backend
-        self.port = port or free_port()
-        self.log_path = log_path
-        self.ready_timeout = ready_timeout
-        self._env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "SESSIONSTORE_DEV_AUTH": "1",
-            **(extra_env or {}),
-        }
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise LoadtestError("the service is not running")
-        return self._proc.pid
-
-    def __enter__(self) -> ServiceProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "bench.cli", "serve", "--backend", self.backend, "--host", "127.0.0.1",
-               "--port", str(self.port), "--servers", "external"]  # fmt: skip
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._proc = subprocess.Popen(
-            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env,
-            start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise LoadtestError(f"the {self.backend} service exited with code {self._proc.returncode}:\n{tail}")
-            if self._get("/readyz", timeout=1.0) is not None:
-                return
-            time.sleep(0.1)
-        tail = self.log_tail()
-        self.stop()
-        raise LoadtestError(f"the {self.backend} service was not ready within {self.ready_timeout:.0f} s:\n{tail}")
-
-    def _get(self, path: str, timeout: float) -> str | None:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:  # noqa: S310 - our own http URL
-                body: bytes = resp.read()
-                return body.decode("utf-8", errors="replace") if 200 <= resp.status < 300 else None
-        except (urllib.error.URLError, OSError):
-            return None
-
-    def scrape(self) -> str:
-        """The service's ``/metrics`` text ("" if it does not answer)."""
-        return self._get("/metrics", timeout=5.0) or ""
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGINT (uvicorn's graceful stop), then SIGKILL after 10 s; only our own child, by PID."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def reset_state(database_url: str, redis_url: str) -> None:

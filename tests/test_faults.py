@@ -20,7 +20,6 @@ from bench.faults import (
     RedisFreeze,
     RedisKill,
     RedisPause,
-    ServeProcess,
     ServiceKill,
     Timeline,
     check_cache,
@@ -31,6 +30,7 @@ from bench.faults import (
     stale_reason,
 )
 from bench.servers import EmbeddedPostgres, EmbeddedRedis
+from bench.service import ServiceProcess
 from store import RedisSettings, open_store
 
 pytestmark = pytest.mark.faults
@@ -154,9 +154,9 @@ async def test_postgres_immediate_restart_under_load(
 
 async def test_service_sigkill_and_restart_under_load(database_url: str, redis_url: str, tmp_path: Path) -> None:
     """``sessionbench serve`` SIGKILLed mid-run and started again: every acknowledged write is in PostgreSQL."""
-    proc = ServeProcess(database_url, redis_url, log_path=tmp_path / "serve.log")
+    proc = ServiceProcess(database_url=database_url, redis_url=redis_url, log_path=tmp_path / "serve.log")
     try:
-        await proc.start()
+        await proc.astart()
         report = await run_fault(ServiceKill(proc), proc.url, database_url=database_url, redis_url=redis_url,
                                  load=LOAD, timeline=TIMELINE)  # fmt: skip
     finally:
