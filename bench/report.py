@@ -229,6 +229,11 @@ def render_table(data: dict[str, Any], *, reference: str | None = None) -> str:
             for reason in c["invalid"]:
                 parts.append(f"INVALID {c['name']}: {reason}")
     if data.get("kind") == "turns":
+        parts += [
+            "",
+            "closed model: the store runs in the generator's process, so 'generator CPU' near 1.0 means",
+            "that process (driver + store) is the bottleneck being measured, and 'valid' does not judge CPU.",
+        ]
         parts += ["", "issue 3 targets (measured ratio, pass/miss):"]
         parts += [f"  {label:<58} {result}" for label, result in issue3_checks(data)]
     for note in data.get("notes") or []:
