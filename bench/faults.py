@@ -386,12 +386,13 @@ class Fault(Protocol):
 
 
 @dataclass
-class RedisKill:
-    """``kill -9`` of the embedded Redis, then a restart on the same port (empty, as after a crash)."""
+class ServerKill:
+    """SIGKILL of an embedded server (Redis, or the PostgreSQL postmaster's process group),
+    then a restart on the same port: a crash and recovery."""
 
-    server: EmbeddedRedis
-    name: str = "redis kill -9 + restart"
-    affects: str = "cache"
+    server: EmbeddedRedis | EmbeddedPostgres
+    name: str
+    affects: str
 
     async def inject(self) -> None:
         await asyncio.to_thread(self.server.kill)
@@ -399,6 +400,16 @@ class RedisKill:
     async def recover(self) -> None:
         if self.server.pid is None:
             await asyncio.to_thread(self.server.restart)
+
+
+def RedisKill(server: EmbeddedRedis) -> ServerKill:
+    """``kill -9`` of the embedded Redis, then a restart on the same port (empty, as after a crash)."""
+    return ServerKill(server, "redis kill -9 + restart", "cache")
+
+
+def PostgresRestart(server: EmbeddedPostgres) -> ServerKill:
+    """SIGKILL to the embedded postmaster's process group (an immediate crash), then a restart."""
+    return ServerKill(server, "postgres kill -9 + restart", "database")
 
 
 @dataclass
@@ -441,22 +452,6 @@ class RedisPause:
             await client.ping()  # answers once the pause is over
         finally:
             await client.aclose()
-
-
-@dataclass
-class PostgresRestart:
-    """SIGKILL to the embedded postmaster's process group (an immediate crash), then a restart."""
-
-    server: EmbeddedPostgres
-    name: str = "postgres kill -9 + restart"
-    affects: str = "database"
-
-    async def inject(self) -> None:
-        await asyncio.to_thread(self.server.kill)
-
-    async def recover(self) -> None:
-        if self.server.pid is None:
-            await asyncio.to_thread(self.server.restart)
 
 
 @dataclass
