@@ -10,20 +10,20 @@ import threading
 from collections.abc import Sequence
 
 from bench.servers import MODES, ServerError, open_servers
-from store.base import StoreError
+from store.errors import StoreError
 
 #: Modules that add a subcommand: each has ``register(subparsers) -> None`` and sets
 #: ``func`` (``(argparse.Namespace) -> int``) on its parser.  One line per command.
 COMMANDS: tuple[str, ...] = (
-    "bench.cleanup",
-    "bench.compare",
-    "bench.report",
-    "bench.regress",
-    "bench.serve",
-    "bench.loadtest",
-    "bench.tracecmd",
-    "bench.advise",
-    "bench.faults",
+    "bench.service.cleanup",
+    "bench.harness.compare",
+    "bench.harness.report",
+    "bench.harness.regress",
+    "bench.service.serve",
+    "bench.service.loadtest",
+    "bench.advisor.sources",
+    "bench.advisor.command",
+    "bench.reliability.faults",
 )
 
 

@@ -1,10 +1,10 @@
 """The chat workload model for Locust users: the harness's parameters, drawn per user.
 
-The parameters and their defaults come from :class:`bench.workload.Workload` (the one
+The parameters and their defaults come from :class:`bench.harness.workload.Workload` (the one
 source of truth) when the ``bench`` package is importable, for example from a
 checkout with the project installed.  Pointed at staging with only Locust installed,
 the locustfile uses :data:`FALLBACK_DEFAULTS`, a copy that mirrors
-``bench.workload.Workload``'s defaults field for field; ``tests/test_loadtests.py``
+``bench.harness.workload.Workload``'s defaults field for field; ``tests/test_loadtests.py``
 asserts the copy equals the original, so a change there fails the suite until this
 copy follows.
 
@@ -12,7 +12,7 @@ No Locust import here, so the model can be tested and printed on its own.
 
 How a Locust user maps the open-model workload onto one simulated person:
 
-* a **visit** is ``turns`` turns (Pareto tail, as in ``bench.workload.generate``);
+* a **visit** is ``turns`` turns (Pareto tail, as in ``bench.harness.workload.generate``);
 * a **turn** is: append the user message, read the last ``read_limit`` messages,
   wait the model's ``response_time``, append the assistant message; with
   ``page_probability`` (once the session is longer than a page) also read one page
@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: Mirrors bench.workload.Workload's defaults (same names, same values).  Keep in sync:
+#: Mirrors bench.harness.workload.Workload's defaults (same names, same values).  Keep in sync:
 #: tests/test_loadtests.py::test_fallback_defaults_equal_workload fails otherwise.
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -63,13 +63,13 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
 
 
 def workload_defaults() -> tuple[dict[str, Any], str]:
-    """The workload defaults and where they came from (``bench.workload`` or the fallback copy)."""
+    """The workload defaults and where they came from (``bench.harness.workload`` or the fallback copy)."""
     try:
-        from bench.workload import Workload
+        from bench.harness.workload import Workload
     except ImportError:
-        return dict(FALLBACK_DEFAULTS), "fallback copy of bench.workload defaults"
+        return dict(FALLBACK_DEFAULTS), "fallback copy of bench.harness.workload defaults"
     defaults: dict[str, Any] = Workload().to_dict()
-    return defaults, "bench.workload.Workload"
+    return defaults, "bench.harness.workload.Workload"
 
 
 def parse_overrides(text: str, defaults: Mapping[str, Any]) -> dict[str, Any]:

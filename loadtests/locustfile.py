@@ -5,7 +5,7 @@ Point it at any deployment with the same API; only Locust is needed::
     locust -f loadtests/locustfile.py --host https://staging.example \\
         --headless -u 50 -r 10 -t 5m --think-scale 1 --p95 "messages.read=250,*=1000" --max-fail-ratio 0.01
 
-Each simulated user is one person chatting the way ``bench.workload.Workload``
+Each simulated user is one person chatting the way ``bench.harness.workload.Workload``
 describes (see ``chat_model.py``): visits of a heavy-tailed number of turns; a turn
 appends the user's message, reads the last ``read_limit`` messages (the ``X-Cache``
 response header is counted: hit / miss / bypass), waits for "the model", appends

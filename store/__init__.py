@@ -7,23 +7,13 @@
 
 from __future__ import annotations
 
-from store.base import (
-    ROLES,
-    Limits,
-    Message,
-    NewMessage,
-    NullEvents,
-    Session,
-    SessionNotFound,
-    SessionStore,
-    StoreError,
-    StoreEvents,
-    StoreUnavailable,
-    ValidationError,
-    last_cache_result,
-)
+from store.errors import SessionNotFound, StoreError, StoreUnavailable, ValidationError
+from store.events import NullEvents, StoreEvents, last_cache_result
 from store.factory import open_store
+from store.models import ROLES, Message, NewMessage, Session
+from store.protocol import SessionStore
 from store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
+from store.validation import Limits
 
 __all__ = [
     "ROLES",

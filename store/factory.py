@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.base import NULL_EVENTS, SessionStore, StoreEvents, ValidationError
+from store.errors import ValidationError
+from store.events import NULL_EVENTS, StoreEvents
+from store.protocol import SessionStore
 from store.settings import Settings
 
 
@@ -57,11 +59,11 @@ async def open_store(
         cfg = replace(cfg, database_url=database_url or cfg.database_url, redis_url=redis_url or cfg.redis_url)
 
     if cfg.backend == "memory":
-        from store.memory import MemoryStore
+        from store.backends.memory import MemoryStore
 
         return MemoryStore(settings=cfg.memory, limits=cfg.limits)
 
-    from store.postgres import PostgresStore, create_pool, migrate
+    from store.backends.postgres import PostgresStore, create_pool, migrate
 
     if not cfg.database_url:
         raise ValidationError("database_url", f"the {cfg.backend} backend needs DATABASE_URL")
@@ -81,7 +83,7 @@ async def open_store(
         durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events)
         if cfg.backend == "postgres":
             return _Owned(durable, closers)
-        from store.hybrid import HybridStore, create_redis
+        from store.backends.hybrid import HybridStore, create_redis
 
         redis = create_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
         closers.insert(0, redis.aclose)

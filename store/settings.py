@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-from store.base import Limits, ValidationError
+from store.errors import ValidationError
+from store.validation import Limits
 
 BACKENDS: tuple[str, ...] = ("memory", "postgres", "hybrid")
 

@@ -17,9 +17,9 @@ from typing import Any, Literal
 import asyncpg
 import redis.asyncio as aioredis
 
-from store.base import CacheResult, Message
-from store.hybrid import HybridStore, create_redis, decode_entries
-from store.postgres import PostgresStore, create_pool, migrate
+from store.backends.hybrid import HybridStore, create_redis, decode_entries
+from store.backends.postgres import PostgresStore, create_pool, migrate
+from store.models import CacheResult, Message
 from store.settings import CacheSettings, RedisSettings
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import advise, advisor
+from bench.advisor import command as advise
+from bench.advisor import curves as advisor
 from bench.cli import main
+from bench.harness.workload import Workload, generate
 from bench.servers import Servers
-from bench.workload import Workload, generate
-from store.trace import TraceEvent, TraceFormatError, read_trace, write_trace
+from store.accesslog import TraceEvent, TraceFormatError, read_trace, write_trace
 
 
 def _append(t: float, s: str = "a", roles: str = "u", size: int = 100) -> TraceEvent:
@@ -175,7 +176,7 @@ def test_lru_curve_reaches_the_unbounded_hit_ratio(workload_trace: Path) -> None
 
 
 def test_vectorised_loading_matches_the_reference_reader(workload_trace: Path, tmp_path: Path) -> None:
-    """load_trace gives the same columns as store.trace.read_trace, also gzipped, and names a bad line."""
+    """load_trace gives the same columns as store.accesslog.read_trace, also gzipped, and names a bad line."""
     events = list(read_trace(workload_trace))
     slow = advisor.columns_from_events(events)
     gz = tmp_path / "t.tsv.gz"

@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis
-from store.api import AccessLog, ServiceSettings, _Edge, create_app, openapi_document
-from store.metrics import Metrics
+from store.accesslog import read_trace
+from store.http.app import AccessLog, ServiceSettings, _Edge, create_app, openapi_document
+from store.instrumentation.metrics import Metrics
 from store.settings import Settings
-from store.trace import read_trace
 
 ALICE = {"Authorization": "Bearer dev-alice"}
 BOB = {"Authorization": "Bearer dev-bob"}
@@ -380,8 +380,8 @@ async def test_access_log_records_trace_events_without_ids_or_contents(settings:
 
 
 def test_committed_openapi_schema_is_current() -> None:
-    """store/openapi.json equals the schema the app serves (regenerate: python -m store.api > store/openapi.json)."""
-    committed = (Path(__file__).parents[1] / "store" / "openapi.json").read_text(encoding="utf-8")
+    """The committed store/http/openapi.json equals the schema the app serves (regenerate: see Makefile openapi)."""
+    committed = (Path(__file__).parents[1] / "store" / "http" / "openapi.json").read_text(encoding="utf-8")
     assert committed == openapi_document()
 
 
@@ -436,7 +436,7 @@ def test_serve_starts_says_how_and_stops_cleanly_on_ctrl_c() -> None:
 def test_serve_refuses_a_non_loopback_bind_without_tokens() -> None:
     """Binding beyond 127.0.0.1 with no tokens configured is refused before anything starts."""
     from bench.cli import build_parser
-    from bench.serve import run
+    from bench.service.serve import run
 
     args = build_parser().parse_args(["serve", "--backend", "memory", "--host", "0.0.0.0"])  # noqa: S104 - never bound
     with pytest.raises(ValueError, match="no bearer tokens configured"):

@@ -9,8 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
-from bench.cleanup import parse_duration
 from bench.cli import main
+from bench.service.cleanup import parse_duration
 from store import open_store
 
 

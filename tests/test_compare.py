@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare
 from bench.cli import build_parser, main
+from bench.harness import compare
 from bench.servers import Servers
 
 
@@ -130,7 +130,7 @@ def test_generator_check_reports_capacity_far_above_the_default_rate_at_little_c
     """The no-op generator schedules far more than the default workload needs, using under half a core for it."""
     import asyncio
 
-    from bench.workload import Workload
+    from bench.harness.workload import Workload
 
     figures = asyncio.run(compare.generator_check(Workload(duration=1.5), events=20_000))
     assert figures["capacity_operations"] == 20_000

@@ -22,7 +22,7 @@ import uuid
 import asyncpg
 import redis.asyncio as aioredis
 
-from store.base import Message, NewMessage
+from store.models import Message, NewMessage
 from store.settings import CacheSettings
 from tests.hybrid_support import CacheEntry, RecordingEvents, open_hybrid, read_cache_entries
 

@@ -20,10 +20,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from store import StoreUnavailable, open_store
-from store.api import ServiceSettings, create_app
-from store.base import SessionStore, StoreEvents
-from store.hybrid import HybridStore, create_redis
-from store.postgres import PostgresStore, create_pool
+from store.backends.hybrid import HybridStore, create_redis
+from store.backends.postgres import PostgresStore, create_pool
+from store.events import StoreEvents
+from store.http.app import ServiceSettings, create_app
+from store.protocol import SessionStore
 from store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -221,9 +221,9 @@ def test_dashboards_use_only_provisioned_datasources_and_have_a_backend_variable
 
 
 def test_every_store_metric_the_dashboards_read_is_one_the_store_declares() -> None:
-    """Dashboards and rules read only sessionstore_* names store/metrics.py declares, or recorded series."""
-    declared = set(re.findall(r'"(sessionstore_\w+)"', (ROOT / "store" / "metrics.py").read_text()))
-    assert declared, "store/metrics.py declares no sessionstore_* metric"
+    """Dashboards and rules read only sessionstore_* names store/instrumentation/metrics.py declares, or recorded series."""
+    declared = set(re.findall(r'"(sessionstore_\w+)"', (ROOT / "store" / "instrumentation" / "metrics.py").read_text()))
+    assert declared, "store/instrumentation/metrics.py declares no sessionstore_* metric"
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     suffixes = ("_bucket", "_count", "_sum")
     for expr in dashboard_expressions() + rule_expressions():
@@ -232,7 +232,7 @@ def test_every_store_metric_the_dashboards_read_is_one_the_store_declares() -> N
                 assert name in recorded, f"{expr.where}: {name} is not a recording rule"
             elif name.startswith("sessionstore_"):
                 base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
-                assert base in declared, f"{expr.where}: {name} is not declared in store/metrics.py"
+                assert base in declared, f"{expr.where}: {name} is not declared in store/instrumentation/metrics.py"
 
 
 def _binary(name: str) -> str:
@@ -349,7 +349,7 @@ def _wait(check: Any, what: str, timeout: float, procs: dict[str, subprocess.Pop
 
 
 def _require_service_modules() -> None:
-    missing = [m for m in ("store.api", "bench.serve") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("store.http.app", "bench.service.serve") if importlib.util.find_spec(m) is None]
     if missing:
         pytest.fail(f"the real-scrape test needs the HTTP service; missing modules: {missing}")
 

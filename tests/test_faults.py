@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.faults import (
+from bench.reliability.faults import (
     Ledger,
     LoadOptions,
     PostgresRestart,
@@ -30,7 +30,7 @@ from bench.faults import (
     stale_reason,
 )
 from bench.servers import EmbeddedPostgres, EmbeddedRedis
-from bench.service import ServiceProcess
+from bench.service.process import ServiceProcess
 from store import RedisSettings, open_store
 
 pytestmark = pytest.mark.faults
@@ -73,7 +73,7 @@ def postgres_server(embedded_postgres: EmbeddedPostgres) -> Iterator[EmbeddedPos
 
 
 def assert_nothing_lost_or_stale(report: object) -> None:
-    from bench.faults import FaultReport
+    from bench.reliability.faults import FaultReport
 
     assert isinstance(report, FaultReport)
     print("\n" + format_reports([report]))
@@ -86,7 +86,7 @@ def assert_nothing_lost_or_stale(report: object) -> None:
 
 def assert_cache_fault_contract(report: object) -> None:
     """Rule 5: writes keep succeeding, reads fall back, the breaker opens and closes, the cache serves again."""
-    from bench.faults import FaultReport
+    from bench.reliability.faults import FaultReport
 
     assert isinstance(report, FaultReport)
     assert_nothing_lost_or_stale(report)

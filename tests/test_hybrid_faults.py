@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bench.servers import EmbeddedRedis
-from store.hybrid import CircuitBreaker, HybridStore
+from store.backends.hybrid import CircuitBreaker, HybridStore
 from store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents, open_hybrid
 

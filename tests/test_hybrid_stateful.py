@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from bench.servers import EmbeddedRedis, Servers
-from store.base import Message, NewMessage
-from store.hybrid import HybridStore, create_redis
-from store.postgres import PostgresStore, create_pool, migrate
+from store.backends.hybrid import HybridStore, create_redis
+from store.backends.postgres import PostgresStore, create_pool, migrate
+from store.models import Message, NewMessage
 from store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents, cache_keys, read_cache_entries
 

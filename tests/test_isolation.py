@@ -22,9 +22,9 @@ import pytest
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, generate_latest
 
-from store.api import Authenticator, ServiceSettings, _Edge, create_app
-from store.metrics import Metrics
-from store.postgres import PostgresStore, create_pool
+from store.backends.postgres import PostgresStore, create_pool
+from store.http.app import Authenticator, ServiceSettings, _Edge, create_app
+from store.instrumentation.metrics import Metrics
 from store.settings import Settings
 
 # user names that cannot occur by chance in metric names, label values or log text

@@ -20,8 +20,8 @@ from types import ModuleType
 
 import pytest
 
-from bench import loadtest
 from bench.servers import Servers, free_port
+from bench.service import loadtest
 
 LOADTESTS = Path(__file__).resolve().parents[1] / "loadtests"
 
@@ -55,14 +55,14 @@ def _locust(host: str, *args: str, timeout: float = 60.0) -> subprocess.Complete
 
 
 def test_fallback_defaults_equal_workload() -> None:
-    """The locustfile's fallback copy of the workload defaults equals bench.workload.Workload's, field for field."""
-    from bench.workload import Workload
+    """The locustfile's fallback copy of the workload defaults equals Workload's, field for field."""
+    from bench.harness.workload import Workload
 
     chat_model = _load("chat_model")
     expected = {k: (type(v), v) for k, v in Workload().to_dict().items()}
     assert {k: (type(v), v) for k, v in chat_model.FALLBACK_DEFAULTS.items()} == expected
     defaults, source = chat_model.workload_defaults()
-    assert source == "bench.workload.Workload"
+    assert source == "bench.harness.workload.Workload"
     assert defaults == Workload().to_dict()
 
 
@@ -188,7 +188,7 @@ def test_locustfile_runs_without_the_project(service: loadtest.ServiceProcess) -
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "workload defaults from fallback copy of bench.workload defaults" in done.stderr
+    assert "workload defaults from fallback copy of bench.harness.workload defaults" in done.stderr
     assert "threshold ok: failure ratio 0.0000 <= 0" in done.stderr
 
 

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from store import SessionNotFound, ValidationError, open_store
-from store.instrumented import InstrumentedStore
-from store.metrics import DURATION_BUCKETS, Metrics, PrometheusEvents
+from store.instrumentation.metrics import DURATION_BUCKETS, Metrics, PrometheusEvents
+from store.instrumentation.wrapper import InstrumentedStore
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from bench.regress import compare, load, mann_whitney, merge
+from bench.harness.regress import compare, load, mann_whitney, merge
 
 OPS = ("append", "read_hit", "turn")
 CONFIGS = {"floor-asyncpg": 1.0, "hybrid": 1.2, "postgres": 2.0, "memory": 0.1}

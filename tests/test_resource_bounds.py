@@ -8,10 +8,10 @@ import shlex
 import uuid
 from pathlib import Path
 
-from bench.bounds import MIB, cleanup_bound, memory_bound, redis_bound
 from bench.cli import build_parser
+from bench.reliability.bounds import MIB, cleanup_bound, memory_bound, redis_bound
 from store import MemorySettings, open_store
-from store.memory import MemoryStore
+from store.backends.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from bench.floor import AsyncpgFloor, RedisFloor
-from bench.measure import DriverCallCounter
-from bench.runner import NoopTarget, RunOptions, RunResult, run_closed, run_open, run_turns
+from bench.harness.floors import AsyncpgFloor, RedisFloor
+from bench.harness.results import DriverCallCounter
+from bench.harness.runner import NoopTarget, RunOptions, RunResult, run_closed, run_open, run_turns
 from bench.servers import Servers
-from store.trace import TraceEvent
+from store.accesslog import TraceEvent
 
 STALL_MS = 400
 

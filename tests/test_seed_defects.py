@@ -1,7 +1,7 @@
 """The seed's defects (DESIGN.md §2), as regression tests the store passes and the
 seed baseline fails.
 
-Each test runs against the hybrid store and against ``bench.baselines.seed_naive``
+Each test runs against the hybrid store and against ``bench.harness.seed``
 (the seed's ``SessionManager`` reproduced faithfully).  The baseline cases are
 ``xfail(strict=True)``: they must keep failing, so the tests are shown to detect the
 defect they name, and the baseline is shown to still be the seed's design.
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bench.baselines.seed_naive import SeedNaiveStore, _SeedDatabase, open_seed_baseline
+from bench.harness.seed import SeedNaiveStore, _SeedDatabase, open_seed_baseline
 from bench.servers import EmbeddedPostgres
 from store import StoreUnavailable, open_store
-from store.hybrid import HybridStore
-from store.postgres import HistoryWindow, PostgresStore
+from store.backends.hybrid import HybridStore
+from store.backends.postgres import HistoryWindow, PostgresStore
 from store.settings import CacheSettings
 from tests.hybrid_support import RecordingEvents, cache_keys, open_hybrid
 

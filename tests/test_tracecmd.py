@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench import tracecmd
+from bench.advisor import sources as tracecmd
 from bench.cli import main
-from bench.workload import Workload, generate
+from bench.harness.workload import Workload, generate
 from store import SessionStore
-from store.trace import MAGIC, TraceEvent, TraceFormatError, read_trace, write_trace
+from store.accesslog import MAGIC, TraceEvent, TraceFormatError, read_trace, write_trace
 
 
 async def test_from_postgres_on_a_database_filled_by_the_store(
@@ -122,7 +122,7 @@ def test_from_service_puts_late_lines_back_in_order(tmp_path: Path) -> None:
 
 
 def test_synth_writes_the_workload_trace(tmp_path: Path) -> None:
-    """`trace synth` writes exactly the events of bench.workload for the given options, in traffic seconds."""
+    """`trace synth` writes exactly the events of bench.harness.workload for the given options, in traffic seconds."""
     out = tmp_path / "synth.tsv"
     assert main(["trace", "synth", "-o", str(out), "--duration", "1800", "--seed", "5"]) == 0
     expected = tmp_path / "expected.tsv"

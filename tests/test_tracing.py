@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from bench.servers import free_port
 from store import open_store
-from store.api import ServiceSettings, create_app
-from store.instrumented import InstrumentedStore, sql_operation, trace_redis
+from store.http.app import ServiceSettings, create_app
+from store.instrumentation.telemetry import configure_tracing, traces_endpoint
+from store.instrumentation.wrapper import InstrumentedStore, sql_operation, trace_redis
 from store.settings import Settings
-from store.telemetry import configure_tracing, traces_endpoint
 
 DB_ATTRIBUTES = ("db.system.name", "db.operation.name", "db.namespace", "server.address", "server.port")
 

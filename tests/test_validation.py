@@ -23,10 +23,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from store import NewMessage, SessionNotFound, SessionStore, StoreUnavailable, ValidationError
-from store.base import (
+from store.backends.hybrid import HybridStore, create_redis
+from store.backends.memory import MemoryStore
+from store.backends.postgres import PostgresStore, create_pool
+from store.models import ROLES
+from store.settings import RedisSettings
+from store.validation import (
     DEFAULT_LIMITS,
     MAX_OLDER_THAN,
-    ROLES,
     Limits,
     validate_before_seq,
     validate_cleanup,
@@ -40,10 +44,6 @@ from store.base import (
     validate_session_id,
     validate_user_id,
 )
-from store.hybrid import HybridStore, create_redis
-from store.memory import MemoryStore
-from store.postgres import PostgresStore, create_pool
-from store.settings import RedisSettings
 
 SID = str(uuid.uuid4())
 KIB64 = 64 * 1024

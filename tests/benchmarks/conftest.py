@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bench.compare import Config, open_target
-from bench.runner import Target
+from bench.harness.compare import Config, open_target
+from bench.harness.runner import Target
 from bench.servers import Servers
 
 

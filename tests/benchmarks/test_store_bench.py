@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bench.compare import seed_available
-from bench.runner import Target, prefill
+from bench.harness.compare import seed_available
+from bench.harness.runner import Target, prefill
 from bench.servers import Servers
 
 pytestmark = pytest.mark.benchmark_scenario

@@ -1,0 +1,126 @@
+"""``sessionbench serve``: the HTTP service (:mod:`store.http.app`) on uvicorn.
+
+Servers come from :mod:`bench.servers`: embedded PostgreSQL and Redis by default,
+``DATABASE_URL``/``REDIS_URL`` with ``--servers external`` (or ``auto`` when both are
+set); the memory backend needs none.  Service settings come from the environment
+(:meth:`store.http.app.ServiceSettings.from_env`).  Dev auth (``dev-<name>`` tokens) is on by
+default only when binding 127.0.0.1 with no tokens configured, and the start-up lines
+say so.  Ctrl-C or SIGTERM: uvicorn drains requests, the store closes its pools, the
+embedded servers stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from types import FrameType
+from typing import Any
+
+from bench.servers import MODES, open_servers
+from store.settings import BACKENDS, Settings
+
+LOOPBACK = "127.0.0.1"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the HTTP service on uvicorn (embedded PostgreSQL + Redis by default)",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="store backend (default: SESSIONSTORE_BACKEND, else hybrid)")  # fmt: skip
+    p.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--servers", choices=[m for m in MODES if m != "docker"], default="auto",
+                   help="where PostgreSQL and Redis come from (default: auto)")  # fmt: skip
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+    import uvicorn
+
+    from store.http.app import ServiceSettings, create_app
+    from store.instrumentation.telemetry import TRACER_NAME, configure_tracing
+
+    env = os.environ if environ is None else environ
+    service = ServiceSettings.from_env(env)
+    notes: list[str] = []
+    if not service.tokens and not service.dev_auth:
+        if args.host != LOOPBACK:
+            raise ValueError(
+                f"no bearer tokens configured for {args.host}: set SESSIONSTORE_TOKENS or SESSIONSTORE_TOKENS_FILE "
+                "(dev tokens are enabled by default only on 127.0.0.1)"
+            )
+        service = replace(service, dev_auth=True)
+        notes.append("dev auth enabled because the service binds 127.0.0.1 and no tokens are configured")
+    elif service.dev_auth and args.host != LOOPBACK:
+        notes.append(f"WARNING: dev tokens accepted on {args.host}; anyone who can connect can act as any user")
+    provider = configure_tracing(env)
+    tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None
+
+    with contextlib.ExitStack() as stack:
+        base = Settings.from_env(env)
+        backend = args.backend or base.backend
+        where = "no servers (in-process memory)"
+        if backend == "memory":
+            settings = replace(base, backend="memory")
+        elif backend == "postgres" and args.servers != "embedded" and base.database_url and not base.redis_url:
+            settings = replace(base, backend="postgres")  # PostgreSQL alone needs no Redis
+            where = "external PostgreSQL (DATABASE_URL)"
+        else:
+            servers = stack.enter_context(open_servers(args.servers, environ=env))
+            settings = replace(base, backend=backend, database_url=servers.database_url,
+                               redis_url=servers.redis_url)  # fmt: skip
+            where = f"{servers.mode} servers: {servers.describe()}"
+        app = create_app(settings, service=service, tracer=tracer)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+            lifespan="on", server_header=False, proxy_headers=False,  # nothing here uses client addresses
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        print(f"sessionbench serve: backend {backend} on {where}", flush=True)
+        print(f"  auth: {service.auth_mode}", flush=True)
+        for note in notes:
+            print(f"  {note}", flush=True)
+        print(f"  tracing: {'OTLP export on' if provider is not None else 'off (OTEL_EXPORTER_OTLP_ENDPOINT unset)'}")
+        print(f"  server: uvicorn {uvicorn.__version__}, loop {config.loop}, http {config.http}")
+        if service.access_log:
+            print(f"  access log: {service.access_log}")
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # uvicorn re-raises it after draining
+        try:
+            # uvicorn's loop factory: uvloop when installed, as `uvicorn` itself would run it
+            with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+                runner.run(_serve(server, args.host))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if provider is not None:
+                provider.shutdown()
+        if not server.started:
+            print("sessionbench serve: the service did not start (see the messages above)", file=sys.stderr)
+            return 1
+        print("sessionbench serve: stopped", flush=True)
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+async def _serve(server: Any, host: str) -> None:
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
+        await asyncio.sleep(0.05)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(f"  listening on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+    await task

@@ -1,0 +1,24 @@
+"""The hybrid backend: a Redis cache of each session's recent window in front of PostgreSQL.
+
+:class:`HybridStore` (``store.py``) composes a Redis client and a
+:class:`~store.backends.postgres.PostgresStore`; its cache rules are the Lua scripts
+(``*.lua``, loaded by :mod:`.scripts`), restated in Python by :mod:`.rules`; the key
+layout is :mod:`.keys`, the message encoding :mod:`.codec`, the breaker :mod:`.breaker`.
+"""
+
+from store.backends.hybrid.breaker import CircuitBreaker
+from store.backends.hybrid.client import create_redis
+from store.backends.hybrid.codec import decode_entries, decode_window, encode_message
+from store.backends.hybrid.keys import KeyLayout, SessionKeys
+from store.backends.hybrid.store import HybridStore
+
+__all__ = [
+    "CircuitBreaker",
+    "HybridStore",
+    "KeyLayout",
+    "SessionKeys",
+    "create_redis",
+    "decode_entries",
+    "decode_window",
+    "encode_message",
+]

@@ -1,0 +1,396 @@
+"""PostgreSQL backend: the durable source of truth.
+
+Round trips (steady state, prepared statements cached on the connection):
+
+* ``add_message`` / ``add_messages`` (a whole turn): **1** — one statement bumps
+  ``chat_sessions.last_seq`` (creating the session if needed, checking the owner)
+  and inserts the messages with the seqs it returned.
+* ``get_messages``: **1** — one statement returns the session's owner and
+  ``last_seq`` and the requested window (a LATERAL join).
+* ``create_session``, ``get_session``, ``list_sessions``, ``search``,
+  ``delete_session``: **1** each; ``cleanup_inactive``: 1 per batch; ``export``: a
+  server-side cursor in one transaction.
+
+The pool is passed in; whoever created it closes it (see :func:`store.open_store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+import asyncpg
+
+from store import export as _export
+from store.errors import SessionNotFound, StoreUnavailable, ValidationError
+from store.events import NULL_EVENTS, StoreEvents
+from store.models import Message, NewMessage, Session
+from store.validation import (
+    DEFAULT_LIMITS,
+    Limits,
+    validate_before_seq,
+    validate_cleanup,
+    validate_format,
+    validate_limit,
+    validate_metadata,
+    validate_new_messages,
+    validate_query,
+    validate_session_id,
+    validate_user_id,
+)
+
+T = TypeVar("T")
+BACKEND = "postgres"
+
+_CREATE = """
+WITH ins AS (
+    INSERT INTO chat_sessions (session_id, user_id, metadata) VALUES ($1, $2, $3)
+    ON CONFLICT (session_id) DO NOTHING
+    RETURNING session_id, user_id, created_at, last_message_at, last_seq, metadata, is_active
+)
+SELECT * FROM ins
+UNION ALL
+SELECT session_id, user_id, created_at, last_message_at, last_seq, metadata, is_active
+FROM chat_sessions WHERE session_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)
+"""
+
+# One statement: create-or-bump the session row (row lock serialises appends per session,
+# so seqs are contiguous), then insert the batch with the seqs it returned.  When $2 (the
+# acting user) is given and the session belongs to someone else, nothing is written.
+_APPEND = """
+WITH s AS (
+    INSERT INTO chat_sessions AS cs (session_id, user_id, last_seq, last_message_at)
+    VALUES ($1, $2, $3, now())
+    ON CONFLICT (session_id) DO UPDATE
+        SET last_seq = cs.last_seq + $3, last_message_at = now(), is_active = true
+        WHERE $2::text IS NULL OR cs.user_id IS NOT DISTINCT FROM $2::text
+    RETURNING cs.last_seq, cs.user_id
+)
+INSERT INTO chat_messages (session_id, seq, role, content, created_at, metadata)
+SELECT $1, s.last_seq - $3 + m.ord, m.role, m.content, now(), m.metadata
+FROM s, unnest($4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY AS m(role, content, metadata, ord)
+RETURNING seq, created_at
+"""
+
+_WINDOW = """
+SELECT s.user_id, s.last_seq, m.seq, m.role, m.content, m.created_at, m.metadata
+FROM chat_sessions s
+LEFT JOIN LATERAL (
+    SELECT seq, role, content, created_at, metadata FROM chat_messages
+    WHERE session_id = s.session_id AND ($3::bigint IS NULL OR seq < $3)
+    ORDER BY seq DESC LIMIT $2
+) m ON true
+WHERE s.session_id = $1
+ORDER BY m.seq
+"""
+
+_SESSION_COLUMNS = "session_id, user_id, created_at, last_message_at, last_seq, metadata, is_active"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryWindow:
+    """What one ``_WINDOW`` read returns: the owner, ``last_seq`` and messages (oldest first)."""
+
+    user_id: str | None
+    last_seq: int
+    messages: list[Message]
+
+
+async def _no_reset(conn: Any) -> None:
+    """Skip asyncpg's reset-on-release query: the store keeps no session state on a
+    connection (no SET, LISTEN, advisory session locks or open cursors outside a
+    transaction), and the default reset costs one more round trip per operation."""
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    url: str, *, min_size: int = 2, max_size: int = 20, command_timeout: float = 10.0, connect_timeout: float = 5.0
+) -> asyncpg.Pool:
+    """An asyncpg pool with the JSON codec the store expects.  The caller owns it."""
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            timeout=connect_timeout,
+            init=_init_connection,
+            reset=_no_reset,
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool) -> list[int]:
+    """Apply the versioned SQL files in ``store/migrations`` once each; return those applied.
+
+    Safe to run from several processes at once (an advisory lock serialises them).
+    """
+    files = sorted(
+        (int(f.name.split("_", 1)[0]), f.read_text())
+        for f in resources.files("store").joinpath("migrations").iterdir()
+        if f.name.endswith(".sql")
+    )
+    applied: list[int] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7410931)")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS sessionstore_migrations "
+            "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM sessionstore_migrations")}
+        for version, sql in files:
+            if version not in done:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO sessionstore_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+    return applied
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return "connection"
+    return "query"
+
+
+class PostgresStore:
+    """The PostgreSQL backend.  ``pool`` is borrowed, not owned."""
+
+    backend = BACKEND
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        acquire_timeout: float = 2.0,
+        events: StoreEvents = NULL_EVENTS,
+    ) -> None:
+        self.pool = pool
+        self.limits = limits
+        self.acquire_timeout = acquire_timeout
+        self.events = events
+
+    async def _run(self, operation: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn`` on a pooled connection; translate driver errors to StoreUnavailable."""
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+                return await fn(conn)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            kind = _error_kind(exc)
+            if isinstance(exc, asyncio.TimeoutError) and "acquire" not in str(exc):
+                kind = "timeout"
+            self.events.error(BACKEND, operation, kind)
+            raise StoreUnavailable(f"PostgreSQL {operation} failed ({kind}): {type(exc).__name__}") from exc
+
+    # -- sessions --------------------------------------------------------------------------
+    async def create_session(
+        self,
+        session_id: str | uuid.UUID | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        sid = validate_session_id(session_id) if session_id is not None else str(uuid.uuid4())
+        uid = validate_user_id(user_id, self.limits)
+        meta = validate_metadata(metadata, self.limits)
+        row = None
+        for _ in range(3):
+            row = await self._run("create_session", lambda c: c.fetchrow(_CREATE, uuid.UUID(sid), uid, meta))
+            if row is not None:
+                break
+            # No row: a concurrent create committed after this statement's snapshot, so the
+            # INSERT waited and did nothing and the SELECT arm could not see the row.  A
+            # new statement (new snapshot) sees it; this extra round trip happens only
+            # when the race is lost.
+        if row is None:
+            raise StoreUnavailable(f"PostgreSQL create_session kept racing on session {sid}")
+        session = _session(row)
+        if uid is not None and session.user_id != uid:
+            raise SessionNotFound(sid)
+        return session
+
+    async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        q = f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE session_id = $1"
+        row = await self._run("get_session", lambda c: c.fetchrow(q, uuid.UUID(sid)))
+        if row is None or (uid is not None and row["user_id"] != uid):
+            raise SessionNotFound(sid)
+        return _session(row)
+
+    async def list_sessions(
+        self, user_id: str | None, limit: int = 20, before: datetime | None = None
+    ) -> list[Session]:
+        uid = validate_user_id(user_id, self.limits)
+        validate_limit(limit, self.limits)
+        if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
+            raise ValidationError("before", "must be a timezone-aware datetime")
+        q = (
+            f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE user_id IS NOT DISTINCT FROM $1 "
+            "AND ($3::timestamptz IS NULL OR last_message_at < $3) ORDER BY last_message_at DESC LIMIT $2"
+        )
+        rows = await self._run("list_sessions", lambda c: c.fetch(q, uid, limit, before))
+        return [_session(r) for r in rows]
+
+    async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        q = "DELETE FROM chat_sessions WHERE session_id = $1 AND ($2::text IS NULL OR user_id = $2) RETURNING 1"
+        return await self._run("delete_session", lambda c: c.fetchval(q, uuid.UUID(sid), uid)) is not None
+
+    async def cleanup_batch(self, older_than: float, batch_size: int) -> list[str]:
+        """Delete up to ``batch_size`` inactive sessions; return their ids (one short transaction)."""
+        q = """
+        DELETE FROM chat_sessions WHERE session_id IN (
+            SELECT session_id FROM chat_sessions
+            WHERE last_message_at < now() - make_interval(secs => $1)
+            ORDER BY last_message_at LIMIT $2 FOR UPDATE SKIP LOCKED
+        ) RETURNING session_id
+        """
+        rows = await self._run("cleanup_inactive", lambda c: c.fetch(q, older_than, batch_size))
+        return [str(r["session_id"]) for r in rows]
+
+    async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
+        validate_cleanup(older_than, batch_size)
+        total = 0
+        while batch := await self.cleanup_batch(older_than, batch_size):
+            total += len(batch)
+            if len(batch) < batch_size:
+                break
+        return total
+
+    # -- messages --------------------------------------------------------------------------
+    async def add_message(
+        self,
+        session_id: str | uuid.UUID,
+        role: str,
+        content: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> Message:
+        messages = await self.add_messages(session_id, [NewMessage(role, content, metadata)], user_id=user_id)
+        return messages[0]
+
+    async def add_messages(
+        self,
+        session_id: str | uuid.UUID,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+    ) -> list[Message]:
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        batch = validate_new_messages(messages, self.limits)
+        roles, contents, metas = zip(*batch, strict=True)
+        rows = await self._run(
+            "add_messages",
+            lambda c: c.fetch(_APPEND, uuid.UUID(sid), uid, len(batch), list(roles), list(contents), list(metas)),
+        )
+        if not rows:
+            raise SessionNotFound(sid)
+        rows = sorted(rows, key=lambda r: r["seq"])
+        return [
+            Message(sid, r["seq"], role, content, r["created_at"], meta)
+            for r, (role, content, meta) in zip(rows, batch, strict=True)
+        ]
+
+    async def read_window(self, session_id: str, limit: int, before_seq: int | None) -> HistoryWindow | None:
+        """The last ``limit`` messages before ``before_seq`` plus owner and ``last_seq``, in 1 round trip.
+
+        ``None`` when the session does not exist.  Arguments must already be validated.
+        """
+        rows = await self._run("get_messages", lambda c: c.fetch(_WINDOW, uuid.UUID(session_id), limit, before_seq))
+        if not rows:
+            return None
+        msgs = [
+            Message(session_id, r["seq"], r["role"], r["content"], r["created_at"], r["metadata"])
+            for r in rows
+            if r["seq"] is not None
+        ]
+        return HistoryWindow(rows[0]["user_id"], rows[0]["last_seq"], msgs)
+
+    async def get_messages(
+        self, session_id: str | uuid.UUID, limit: int = 20, before_seq: int | None = None, *, user_id: str | None = None
+    ) -> list[Message]:
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        validate_limit(limit, self.limits)
+        validate_before_seq(before_seq)
+        window = await self.read_window(sid, limit, before_seq)
+        if window is None or (uid is not None and window.user_id != uid):
+            if uid is None:
+                return []
+            raise SessionNotFound(sid)
+        return window.messages
+
+    async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
+        text = validate_query(query, self.limits)
+        uid = validate_user_id(user_id, self.limits)
+        validate_limit(limit, self.limits)
+        q = """
+        SELECT m.session_id, m.seq, m.role, m.content, m.created_at, m.metadata
+        FROM chat_messages m JOIN chat_sessions s USING (session_id),
+             websearch_to_tsquery('english', $1) AS query
+        WHERE to_tsvector('english', m.content) @@ query AND ($2::text IS NULL OR s.user_id = $2)
+        ORDER BY ts_rank(to_tsvector('english', m.content), query) DESC, m.created_at DESC, m.seq DESC
+        LIMIT $3
+        """
+        rows = await self._run("search", lambda c: c.fetch(q, text, uid, limit))
+        return [_message(r) for r in rows]
+
+    async def export(
+        self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
+    ) -> AsyncIterator[str]:
+        sid = validate_session_id(session_id)
+        fmt = validate_format(format)
+        await self.get_session(sid, user_id=user_id)
+        async for chunk in _export.stream(fmt, sid, self._iter_messages(sid)):
+            yield chunk
+
+    async def _iter_messages(self, sid: str) -> AsyncIterator[Message]:
+        q = (
+            "SELECT session_id, seq, role, content, created_at, metadata FROM chat_messages "
+            "WHERE session_id = $1 ORDER BY seq"
+        )
+        try:
+            async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
+                async for row in conn.cursor(q, uuid.UUID(sid), prefetch=500):
+                    yield _message(row)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.events.error(BACKEND, "export", _error_kind(exc))
+            raise StoreUnavailable(f"PostgreSQL export failed: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        """Nothing to release: the pool belongs to whoever created it."""
+
+
+def _session(row: Any) -> Session:
+    return Session(
+        session_id=str(row["session_id"]),
+        user_id=row["user_id"],
+        created_at=row["created_at"],
+        last_message_at=row["last_message_at"],
+        last_seq=row["last_seq"],
+        metadata=row["metadata"] or {},
+        is_active=row["is_active"],
+    )
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        str(row["session_id"]), row["seq"], row["role"], row["content"], row["created_at"], row["metadata"] or {}
+    )

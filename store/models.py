@@ -1,0 +1,85 @@
+"""The store's data: messages, sessions, roles and the small literal types.
+
+Every backend (and the cache) returns these same objects, so callers see one shape
+whichever backend produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
+ExportFormat = Literal["csv", "jsonl", "markdown"]
+EXPORT_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "markdown"})
+CacheResult = Literal["hit", "miss", "bypass", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored message.  ``seq`` is 1, 2, 3, ... per session, in append order."""
+
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; the same shape whichever backend (or cache) produced it."""
+        return {
+            "session_id": self.session_id,
+            "seq": self.seq,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at.isoformat(),
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        return cls(
+            session_id=str(data["session_id"]),
+            seq=int(data["seq"]),
+            role=str(data["role"]),
+            content=str(data["content"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A conversation.  ``last_seq`` is the number of messages ever appended."""
+
+    session_id: str
+    user_id: str | None
+    created_at: datetime
+    last_message_at: datetime
+    last_seq: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    is_active: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "created_at": self.created_at.isoformat(),
+            "last_message_at": self.last_message_at.isoformat(),
+            "last_seq": self.last_seq,
+            "metadata": self.metadata,
+            "is_active": self.is_active,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append (validated by :func:`validate_new_messages`)."""
+
+    role: str
+    content: str
+    metadata: Mapping[str, Any] | None = None
