@@ -33,3 +33,7 @@ class SessionNotFound(StoreError, LookupError):
 
 class StoreUnavailable(StoreError):
     """The durable store could not complete the operation; it may be retried."""
+
+
+class StoreClosed(StoreError, RuntimeError):
+    """The store was closed (``close()`` or the end of ``async with``); open a new one."""

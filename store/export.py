@@ -1,4 +1,4 @@
-"""Rendering of exported histories, shared by every backend (same bytes from each)."""
+"""Rendering of exported histories (CSV, JSON Lines, Markdown), shared by every backend: same bytes from each."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def header(fmt: str, session_id: str) -> str:
     return ""
 
 
-def render(fmt: str, message: Message) -> str:
+def render_message(fmt: str, message: Message) -> str:
     if fmt == "csv":
         d = message.to_dict()
         return _csv_row([str(d[c]) if c != "metadata" else json.dumps(d[c], ensure_ascii=False) for c in CSV_COLUMNS])
@@ -35,14 +35,14 @@ def _csv_row(values: object) -> str:
     return buf.getvalue()
 
 
-async def stream(
+async def render(
     fmt: str, session_id: str, messages: AsyncIterator[Message], chunk_chars: int = 64 * 1024
 ) -> AsyncIterator[str]:
     """Render messages into text chunks of roughly ``chunk_chars`` characters."""
     parts = [header(fmt, session_id)]
     size = len(parts[0])
     async for message in messages:
-        text = render(fmt, message)
+        text = render_message(fmt, message)
         parts.append(text)
         size += len(text)
         if size >= chunk_chars:

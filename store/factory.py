@@ -1,41 +1,20 @@
 """``open_store``: build a store from a :class:`Settings` or a spec, owning its clients.
 
-Library code below this receives clients; this entry-point helper creates the
-asyncpg pool and the Redis client, applies migrations, and closes them in
-``close()``.
+Library code below this receives clients; this entry-point helper creates the asyncpg
+pool and the Redis client, applies migrations, and hands them to a store that owns
+them (``owns_pool`` / ``owns_clients``), so ``close()`` — or the end of
+``async with`` — closes them.  The result is the backend itself, not a proxy.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from store.errors import ValidationError
 from store.events import NULL_EVENTS, StoreEvents
 from store.protocol import SessionStore
 from store.settings import Settings
-
-
-class _Owned:
-    """Wraps a store and closes the clients ``open_store`` created, after the store."""
-
-    def __init__(self, inner: Any, closers: list[Any]) -> None:
-        self._inner = inner
-        self._closers = closers
-
-    @property
-    def inner(self) -> Any:
-        """The backend store this wrapper owns the clients of."""
-        return self._inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    async def close(self) -> None:
-        try:
-            await self._inner.close()
-        finally:
-            for close in self._closers:
-                await close()
 
 
 async def open_store(
@@ -48,14 +27,15 @@ async def open_store(
 ) -> SessionStore:
     """Open a store.  ``settings`` is a :class:`Settings` or a spec such as
     ``"hybrid?cache_size=20&ttl=3600"``; keyword options (``cache_size=20``,
-    ``**{"redis.socket_timeout": 0.1}``) override it.  The result owns its pools.
+    ``**{"redis.socket_timeout": 0.1}``) override it.  The result owns its pools::
+
+        async with await open_store("hybrid", database_url=..., redis_url=...) as store:
+            await store.add_message(session_id, "user", "Hi")
     """
     cfg = Settings.from_spec(settings) if isinstance(settings, str) else settings
     if options:
         cfg = cfg.with_options(options)
     if database_url is not None or redis_url is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, database_url=database_url or cfg.database_url, redis_url=redis_url or cfg.redis_url)
 
     if cfg.backend == "memory":
@@ -77,20 +57,25 @@ async def open_store(
         command_timeout=pg.command_timeout,
         connect_timeout=pg.connect_timeout,
     )
-    closers: list[Any] = [pool.close]
     try:
         await migrate(pool)
-        durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events)
-        if cfg.backend == "postgres":
-            return _Owned(durable, closers)
-        from store.backends.hybrid import HybridStore, create_redis
-
-        redis = create_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
-        closers.insert(0, redis.aclose)
-        hybrid = HybridStore(redis, durable, cache=cfg.cache, breaker=cfg.redis, events=events)
-        await hybrid.load_scripts()
-        return _Owned(hybrid, closers)
     except BaseException:
-        for close in closers:
-            await close()
+        await pool.close()
         raise
+    durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events, owns_pool=True)
+    if cfg.backend == "postgres":
+        return durable
+    from store.backends.hybrid import HybridStore, create_redis
+
+    try:
+        redis = create_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
+    except BaseException:
+        await durable.close()
+        raise
+    hybrid = HybridStore(redis, durable, cache=cfg.cache, breaker=cfg.redis, events=events, owns_clients=True)
+    try:
+        await hybrid.load_scripts()
+    except BaseException:
+        await hybrid.close()
+        raise
+    return hybrid

@@ -83,3 +83,16 @@ class NewMessage:
     role: str
     content: str
     metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What a read returns: the messages (oldest first) and how the cache answered.
+
+    ``cache`` is the hybrid's real result (``hit``, ``miss``, ``bypass``: the window
+    cannot answer that range, ``error``: Redis could not be used); ``hit`` for the memory
+    backend (it is all cache) and ``bypass`` for PostgreSQL alone.
+    """
+
+    messages: list[Message]
+    cache: CacheResult

@@ -1,13 +1,19 @@
-"""The one interface every backend implements: :class:`SessionStore`."""
+"""The one interface every backend implements: :class:`SessionStore`.
+
+Backends get the public methods from :class:`store.backends.base.BaseStore` (which
+validates once); wrappers such as :class:`store.instrumentation.InstrumentedStore`
+implement the Protocol by forwarding.  Every store is an async context manager.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
-from store.models import Message, NewMessage, Session
+from store.models import Message, NewMessage, ReadResult, Session
 
 
 @runtime_checkable
@@ -66,6 +72,17 @@ class SessionStore(Protocol):
         case it raises :class:`SessionNotFound`."""
         ...
 
+    async def read(
+        self,
+        session_id: str | uuid.UUID,
+        limit: int = 20,
+        before_seq: int | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> ReadResult:
+        """:meth:`get_messages` together with how the cache answered it (``ReadResult.cache``)."""
+        ...
+
     async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
         """The session, or :class:`SessionNotFound`."""
         ...
@@ -98,6 +115,18 @@ class SessionStore(Protocol):
         batches of ``batch_size``; return how many were deleted."""
         ...
 
-    async def close(self) -> None:
-        """Release what the store owns.  Clients passed in are closed by whoever made them."""
+    async def health(self, seconds: float = 1.0) -> dict[str, str]:
+        """Reachability of each server behind the store (``{"postgres": "ok", "redis": ...}``),
+        each checked within ``seconds``; never raises for a server fault."""
         ...
+
+    async def close(self) -> None:
+        """Release what the store owns (idempotent); a closed store raises ``StoreClosed``.
+        Clients passed in are closed by whoever made them."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

@@ -7,6 +7,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from store.errors import ValidationError
@@ -156,6 +157,13 @@ def validate_before_seq(before_seq: int | None) -> int | None:
     if isinstance(before_seq, bool) or not isinstance(before_seq, int) or not 1 <= before_seq <= 2**62:
         raise ValidationError("before_seq", "must be a positive integer")
     return before_seq
+
+
+def validate_before(before: datetime | None) -> datetime | None:
+    """``list_sessions``' ``before``: None or a timezone-aware datetime."""
+    if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
+        raise ValidationError("before", "must be a timezone-aware datetime")
+    return before
 
 
 def validate_format(fmt: str) -> str:

@@ -221,7 +221,7 @@ def test_dashboards_use_only_provisioned_datasources_and_have_a_backend_variable
 
 
 def test_every_store_metric_the_dashboards_read_is_one_the_store_declares() -> None:
-    """Dashboards and rules read only sessionstore_* names store/instrumentation/metrics.py declares, or recorded series."""
+    """Dashboards and rules read only the sessionstore_* names the store declares, or recorded series."""
     declared = set(re.findall(r'"(sessionstore_\w+)"', (ROOT / "store" / "instrumentation" / "metrics.py").read_text()))
     assert declared, "store/instrumentation/metrics.py declares no sessionstore_* metric"
     recorded = {rule["record"] for rule in rules() if "record" in rule}

@@ -185,7 +185,7 @@ async def replay_point(
     store: Any = await open_store("hybrid", database_url=database_url, redis_url=redis_url, **options)
     try:
         before = int((await client.info("memory"))["used_memory"])
-        target = _Recording(StoreTarget(store, "hybrid", owns=False), "hybrid", [])
+        target = _Recording(StoreTarget(store, "hybrid", owns=False, cached=True), "hybrid", [])
         result = await run_open(target, tagged, RunOptions(max_lag_ms=50.0, drain_timeout=30.0))
         used, keys = await _keys_memory(client, prefix)
         after = int((await client.info("memory"))["used_memory"])

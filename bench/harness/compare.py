@@ -125,7 +125,7 @@ async def open_target(
         return StoreTarget(seed, "seed", create_first=True), described
     settings = _store_settings(config.name, cache_size=cache_size, ttl_replay=ttl_replay)
     store = await open_store(settings, database_url=database_url, redis_url=redis_url)
-    return StoreTarget(store, config.name), _describe_settings(settings)
+    return StoreTarget(store, config.name, cached=settings.backend == "hybrid"), _describe_settings(settings)
 
 
 class _Progress:

@@ -26,7 +26,7 @@ Three ways to drive it, all in-process on one asyncio loop and all bounded in ti
 
 Every run records per-operation HDR histograms (nanoseconds, 3 significant digits),
 per-second time series (operations, cache results, p50/p99), cache results (from
-:data:`store.base.last_cache_result` after each read), errors by kind, the process's
+``ReadResult.cache`` of each read), errors by kind, the process's
 CPU time (``getrusage``: the generator, the runner and the store's client code) and the
 dispatcher's own busy time.  Time is always ``perf_counter_ns``.
 """
@@ -47,7 +47,7 @@ from typing import Any, Protocol
 from hdrh.histogram import HdrHistogram
 
 from store.accesslog import LETTER_ROLES, TraceEvent
-from store.events import last_cache_result
+from store.models import ReadResult
 
 __all__ = [
     "ChatStore",
@@ -134,12 +134,16 @@ class StoreTarget:
 
     ``create_first``: call ``create_session`` before a session's first append (the seed
     baseline silently drops messages of sessions that were never created; the store
-    creates them on append, in the same round trip).
+    creates them on append, in the same round trip).  ``cached``: the store has a cache
+    whose result each read reports (``SessionStore.read``); the runner then counts hits.
     """
 
-    def __init__(self, store: ChatStore, name: str, *, owns: bool = True, create_first: bool = False) -> None:
+    def __init__(
+        self, store: ChatStore, name: str, *, owns: bool = True, create_first: bool = False, cached: bool = False
+    ) -> None:
         self.store = store
         self.name = name
+        self._cached = cached
         self._owns = owns
         self._salt = 0
         self._created: set[str] | None = set() if create_first else None
@@ -159,9 +163,11 @@ class StoreTarget:
         await self.store.add_messages(sid, messages)
 
     async def read(self, session: str, limit: int, before: int | None) -> str | None:
-        last_cache_result.set(None)
+        if self._cached:
+            result: ReadResult = await self.store.read(session_uuid(session), limit, before)  # type: ignore[attr-defined]
+            return result.cache
         await self.store.get_messages(session_uuid(session), limit, before)
-        return last_cache_result.get()
+        return None
 
     async def close(self) -> None:
         if self._owns:

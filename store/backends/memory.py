@@ -16,31 +16,18 @@ other backends, which decode fresh objects on every read).
 from __future__ import annotations
 
 import time
-import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from store import export as _export
-from store.errors import SessionNotFound, ValidationError
-from store.models import Message, NewMessage, Session
+from store.backends.base import BaseStore, Batch
+from store.errors import SessionNotFound
+from store.models import Message, ReadResult, Session
 from store.settings import MemorySettings
-from store.validation import (
-    DEFAULT_LIMITS,
-    Limits,
-    validate_before_seq,
-    validate_cleanup,
-    validate_format,
-    validate_limit,
-    validate_metadata,
-    validate_new_messages,
-    validate_query,
-    validate_session_id,
-    validate_user_id,
-)
+from store.validation import DEFAULT_LIMITS, Limits
 
 BACKEND = "memory"
 
@@ -52,14 +39,14 @@ class _Entry:
     touched: float = field(default_factory=time.monotonic)
 
 
-class MemoryStore:
+class MemoryStore(BaseStore):
     """Sessions in an LRU-ordered dict.  Not shared between processes."""
 
     backend = BACKEND
 
     def __init__(self, *, settings: MemorySettings | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits=limits)
         self.settings = settings or MemorySettings()
-        self.limits = limits
         self._sessions: OrderedDict[str, _Entry] = OrderedDict()
 
     def __len__(self) -> int:
@@ -96,40 +83,12 @@ class MemoryStore:
         self._expire()
         return entry
 
-    async def create_session(
-        self,
-        session_id: str | uuid.UUID | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Session:
-        sid = validate_session_id(session_id) if session_id is not None else str(uuid.uuid4())
-        uid = validate_user_id(user_id, self.limits)
-        meta = validate_metadata(metadata, self.limits)
+    async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
         entry = self._get(sid, uid) or self._new(sid, uid, meta)
         self._touch(sid, entry)
         return _session_copy(entry.session)
 
-    async def add_message(
-        self,
-        session_id: str | uuid.UUID,
-        role: str,
-        content: str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        user_id: str | None = None,
-    ) -> Message:
-        return (await self.add_messages(session_id, [NewMessage(role, content, metadata)], user_id=user_id))[0]
-
-    async def add_messages(
-        self,
-        session_id: str | uuid.UUID,
-        messages: Sequence[NewMessage | Mapping[str, Any]],
-        *,
-        user_id: str | None = None,
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
-        batch = validate_new_messages(messages, self.limits)
+    async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
         entry = self._get(sid, uid) or self._new(sid, uid, {})
         now = datetime.now(UTC)
         first = entry.session.last_seq + 1
@@ -139,41 +98,23 @@ class MemoryStore:
         self._touch(sid, entry)
         return [_message_copy(m) for m in stored]
 
-    async def get_messages(
-        self,
-        session_id: str | uuid.UUID,
-        limit: int = 20,
-        before_seq: int | None = None,
-        *,
-        user_id: str | None = None,
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
-        validate_before_seq(before_seq)
+    async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         entry = self._get(sid, uid)
         if entry is None:
             if uid is None:
-                return []
+                return ReadResult([], "hit")
             raise SessionNotFound(sid)
         self._touch(sid, entry)
         newest_first = (m for m in reversed(entry.messages) if before_seq is None or m.seq < before_seq)
-        return [_message_copy(m) for m in reversed(list(islice(newest_first, limit)))]
+        return ReadResult([_message_copy(m) for m in reversed(list(islice(newest_first, limit)))], "hit")
 
-    async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
-        sid = validate_session_id(session_id)
-        entry = self._get(sid, validate_user_id(user_id, self.limits))
+    async def _get_session(self, sid: str, uid: str | None) -> Session:
+        entry = self._get(sid, uid)
         if entry is None:
             raise SessionNotFound(sid)
         return _session_copy(entry.session)
 
-    async def list_sessions(
-        self, user_id: str | None, limit: int = 20, before: datetime | None = None
-    ) -> list[Session]:
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
-        if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
-            raise ValidationError("before", "must be a timezone-aware datetime")
+    async def _list_sessions(self, uid: str | None, limit: int, before: datetime | None) -> list[Session]:
         self._expire()
         found = [
             e.session
@@ -183,11 +124,9 @@ class MemoryStore:
         found.sort(key=lambda s: s.last_message_at, reverse=True)
         return [_session_copy(s) for s in found[:limit]]
 
-    async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
+    async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
         """Case-insensitive substring match of every word of ``query``, newest first."""
-        words = validate_query(query, self.limits).casefold().split()
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
+        words = text.casefold().split()
         hits = [
             m
             for e in self._sessions.values()
@@ -198,41 +137,26 @@ class MemoryStore:
         hits.sort(key=lambda m: (m.created_at, m.seq), reverse=True)
         return [_message_copy(m) for m in hits[:limit]]
 
-    async def export(
-        self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
-        sid = validate_session_id(session_id)
-        fmt = validate_format(format)
-        entry = self._get(sid, validate_user_id(user_id, self.limits))
-        if entry is None:
-            raise SessionNotFound(sid)
-        snapshot = list(entry.messages)
+    async def _history(self, sid: str) -> AsyncIterator[Message]:
+        entry = self._sessions.get(sid)
+        for m in list(entry.messages) if entry is not None else []:
+            yield m
 
-        async def messages() -> AsyncIterator[Message]:
-            for m in snapshot:
-                yield m
-
-        async for chunk in _export.stream(fmt, sid, messages()):
-            yield chunk
-
-    async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
+    async def _delete(self, sid: str, uid: str | None) -> bool:
         entry = self._sessions.get(sid)
         if entry is None or (uid is not None and entry.session.user_id != uid):
             return False
         del self._sessions[sid]
         return True
 
-    async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
-        validate_cleanup(older_than, batch_size)
+    async def _cleanup(self, older_than: float, batch_size: int) -> int:
         cutoff = datetime.now(UTC).timestamp() - older_than
         stale = [sid for sid, e in self._sessions.items() if e.session.last_message_at.timestamp() < cutoff]
         for sid in stale:
             del self._sessions[sid]
         return len(stale)
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         self._sessions.clear()
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -27,23 +27,11 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from store import export as _export
-from store.errors import SessionNotFound, StoreUnavailable, ValidationError
+from store.backends.base import BaseStore, Batch
+from store.errors import SessionNotFound, StoreUnavailable
 from store.events import NULL_EVENTS, StoreEvents
-from store.models import Message, NewMessage, Session
-from store.validation import (
-    DEFAULT_LIMITS,
-    Limits,
-    validate_before_seq,
-    validate_cleanup,
-    validate_format,
-    validate_limit,
-    validate_metadata,
-    validate_new_messages,
-    validate_query,
-    validate_session_id,
-    validate_user_id,
-)
+from store.models import Message, ReadResult, Session
+from store.validation import DEFAULT_LIMITS, Limits
 
 T = TypeVar("T")
 BACKEND = "postgres"
@@ -166,8 +154,8 @@ def _error_kind(exc: BaseException) -> str:
     return "query"
 
 
-class PostgresStore:
-    """The PostgreSQL backend.  ``pool`` is borrowed, not owned."""
+class PostgresStore(BaseStore):
+    """The PostgreSQL backend.  ``pool`` is borrowed unless ``owns_pool`` (then ``close()`` closes it)."""
 
     backend = BACKEND
 
@@ -178,11 +166,13 @@ class PostgresStore:
         limits: Limits = DEFAULT_LIMITS,
         acquire_timeout: float = 2.0,
         events: StoreEvents = NULL_EVENTS,
+        owns_pool: bool = False,
     ) -> None:
+        super().__init__(limits=limits)
         self.pool = pool
-        self.limits = limits
         self.acquire_timeout = acquire_timeout
         self.events = events
+        self.owns_pool = owns_pool
 
     async def _run(self, operation: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection; translate driver errors to StoreUnavailable."""
@@ -197,15 +187,7 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL {operation} failed ({kind}): {type(exc).__name__}") from exc
 
     # -- sessions --------------------------------------------------------------------------
-    async def create_session(
-        self,
-        session_id: str | uuid.UUID | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Session:
-        sid = validate_session_id(session_id) if session_id is not None else str(uuid.uuid4())
-        uid = validate_user_id(user_id, self.limits)
-        meta = validate_metadata(metadata, self.limits)
+    async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
         row = None
         for _ in range(3):
             row = await self._run("create_session", lambda c: c.fetchrow(_CREATE, uuid.UUID(sid), uid, meta))
@@ -222,22 +204,14 @@ class PostgresStore:
             raise SessionNotFound(sid)
         return session
 
-    async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
+    async def _get_session(self, sid: str, uid: str | None) -> Session:
         q = f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE session_id = $1"
         row = await self._run("get_session", lambda c: c.fetchrow(q, uuid.UUID(sid)))
         if row is None or (uid is not None and row["user_id"] != uid):
             raise SessionNotFound(sid)
         return _session(row)
 
-    async def list_sessions(
-        self, user_id: str | None, limit: int = 20, before: datetime | None = None
-    ) -> list[Session]:
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
-        if before is not None and (not isinstance(before, datetime) or before.tzinfo is None):
-            raise ValidationError("before", "must be a timezone-aware datetime")
+    async def _list_sessions(self, uid: str | None, limit: int, before: datetime | None) -> list[Session]:
         q = (
             f"SELECT {_SESSION_COLUMNS} FROM chat_sessions WHERE user_id IS NOT DISTINCT FROM $1 "
             "AND ($3::timestamptz IS NULL OR last_message_at < $3) ORDER BY last_message_at DESC LIMIT $2"
@@ -245,9 +219,7 @@ class PostgresStore:
         rows = await self._run("list_sessions", lambda c: c.fetch(q, uid, limit, before))
         return [_session(r) for r in rows]
 
-    async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
+    async def _delete(self, sid: str, uid: str | None) -> bool:
         q = "DELETE FROM chat_sessions WHERE session_id = $1 AND ($2::text IS NULL OR user_id = $2) RETURNING 1"
         return await self._run("delete_session", lambda c: c.fetchval(q, uuid.UUID(sid), uid)) is not None
 
@@ -263,8 +235,7 @@ class PostgresStore:
         rows = await self._run("cleanup_inactive", lambda c: c.fetch(q, older_than, batch_size))
         return [str(r["session_id"]) for r in rows]
 
-    async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
-        validate_cleanup(older_than, batch_size)
+    async def _cleanup(self, older_than: float, batch_size: int) -> int:
         total = 0
         while batch := await self.cleanup_batch(older_than, batch_size):
             total += len(batch)
@@ -273,28 +244,7 @@ class PostgresStore:
         return total
 
     # -- messages --------------------------------------------------------------------------
-    async def add_message(
-        self,
-        session_id: str | uuid.UUID,
-        role: str,
-        content: str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        user_id: str | None = None,
-    ) -> Message:
-        messages = await self.add_messages(session_id, [NewMessage(role, content, metadata)], user_id=user_id)
-        return messages[0]
-
-    async def add_messages(
-        self,
-        session_id: str | uuid.UUID,
-        messages: Sequence[NewMessage | Mapping[str, Any]],
-        *,
-        user_id: str | None = None,
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
-        batch = validate_new_messages(messages, self.limits)
+    async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
         roles, contents, metas = zip(*batch, strict=True)
         rows = await self._run(
             "add_messages",
@@ -323,24 +273,15 @@ class PostgresStore:
         ]
         return HistoryWindow(rows[0]["user_id"], rows[0]["last_seq"], msgs)
 
-    async def get_messages(
-        self, session_id: str | uuid.UUID, limit: int = 20, before_seq: int | None = None, *, user_id: str | None = None
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
-        validate_before_seq(before_seq)
+    async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         window = await self.read_window(sid, limit, before_seq)
         if window is None or (uid is not None and window.user_id != uid):
             if uid is None:
-                return []
+                return ReadResult([], "bypass")
             raise SessionNotFound(sid)
-        return window.messages
+        return ReadResult(window.messages, "bypass")
 
-    async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
-        text = validate_query(query, self.limits)
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
+    async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
         q = """
         SELECT m.session_id, m.seq, m.role, m.content, m.created_at, m.metadata
         FROM chat_messages m JOIN chat_sessions s USING (session_id),
@@ -352,16 +293,7 @@ class PostgresStore:
         rows = await self._run("search", lambda c: c.fetch(q, text, uid, limit))
         return [_message(r) for r in rows]
 
-    async def export(
-        self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
-        sid = validate_session_id(session_id)
-        fmt = validate_format(format)
-        await self.get_session(sid, user_id=user_id)
-        async for chunk in _export.stream(fmt, sid, self._iter_messages(sid)):
-            yield chunk
-
-    async def _iter_messages(self, sid: str) -> AsyncIterator[Message]:
+    async def _history(self, sid: str) -> AsyncIterator[Message]:
         q = (
             "SELECT session_id, seq, role, content, created_at, metadata FROM chat_messages "
             "WHERE session_id = $1 ORDER BY seq"
@@ -374,8 +306,26 @@ class PostgresStore:
             self.events.error(BACKEND, "export", _error_kind(exc))
             raise StoreUnavailable(f"PostgreSQL export failed: {type(exc).__name__}") from exc
 
-    async def close(self) -> None:
-        """Nothing to release: the pool belongs to whoever created it."""
+    async def _health(self, seconds: float) -> dict[str, str]:
+        return {"postgres": await probe(self._ping(), seconds)}
+
+    async def _ping(self) -> None:
+        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def _close(self) -> None:
+        if self.owns_pool:
+            await self.pool.close()
+
+
+async def probe(check: Awaitable[Any], seconds: float) -> str:
+    """``ok``, or ``unavailable (<error type>)`` when ``check`` fails or takes over ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await check
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        return f"unavailable ({type(exc).__name__})"
+    return "ok"
 
 
 def _session(row: Any) -> Session:

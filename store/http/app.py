@@ -69,7 +69,7 @@ from store.accesslog import COLUMNS, MAGIC, ROLE_LETTERS, TraceEvent
 from store.errors import SessionNotFound, StoreError, StoreUnavailable, ValidationError
 from store.events import StoreEvents
 from store.instrumentation.metrics import Metrics, PrometheusEvents
-from store.instrumentation.wrapper import InstrumentedStore, cache_result_for, store_clients
+from store.instrumentation.wrapper import InstrumentedStore
 from store.protocol import SessionStore
 from store.settings import Settings
 
@@ -579,8 +579,6 @@ class _Service:
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.store: InstrumentedStore | None = None
-        self.pool: Any = None
-        self.redis: Any = None
         self.access_log: AccessLog | None = None
 
     def require(self) -> InstrumentedStore:
@@ -644,7 +642,6 @@ def create_app(
         try:
             if state.backend == "hybrid":
                 metrics.prime_cache(state.backend)
-            state.pool, state.redis = store_clients(inner)
             state.store = InstrumentedStore(inner, backend=state.backend, registry=registry, tracer=tracer)
             state.access_log = AccessLog(cfg.access_log) if cfg.access_log else None
             if cfg.cleanup_interval > 0:
@@ -749,12 +746,11 @@ def create_app(
         before_seq: Annotated[int | None, Query(description="Only messages with seq below this (paging back)")] = None,
     ) -> Response:
         """The last ``limit`` messages before ``before_seq``, oldest first."""
-        messages = await state.require().get_messages(session_id, limit, before_seq, user_id=user)
-        result = cache_result_for(state.backend)
+        read = await state.require().read(session_id, limit, before_seq, user_id=user)
         if state.access_log is not None:
             state.access_log.read(str(session_id), limit, before_seq)
-        return _json({"messages": [m.to_dict() for m in messages]},
-                     headers={"X-Cache": "bypass" if result == "error" else result})  # fmt: skip
+        return _json({"messages": [m.to_dict() for m in read.messages]},
+                     headers={"X-Cache": "bypass" if read.cache == "error" else read.cache})  # fmt: skip
 
     @app.get("/v1/search", response_model=MessagesOut, tags=["messages"],
              responses={200: {"headers": xcache}, **_errors(401, 422, 503)})  # fmt: skip
@@ -802,16 +798,9 @@ def create_app(
              responses={503: {"model": ReadyOut, "description": "PostgreSQL unreachable"}})  # fmt: skip
     async def readyz() -> Response:
         """PostgreSQL reachable: 200 (``degraded`` when only Redis is down); otherwise 503."""
-        checks: dict[str, str] = {}
-        if state.store is None:
-            checks["store"] = "starting"
-        if state.pool is not None:
-            checks["postgres"] = await _probe(_pg_ping(state.pool), cfg.ready_timeout)
-        if state.redis is not None:
-            checks["redis"] = await _probe(state.redis.ping(), cfg.ready_timeout)
-            breaker = getattr(getattr(state.store, "inner", None), "breaker", None)
-            if breaker is not None:
-                checks["cache_breaker"] = ("closed", "open", "half_open")[breaker.state]
+        checks: dict[str, str] = (
+            {"store": "starting"} if state.store is None else await state.store.health(cfg.ready_timeout)
+        )
         if checks.get("postgres", "ok") != "ok" or "store" in checks:
             status, code = "unavailable", 503
         elif checks.get("redis", "ok") != "ok":
@@ -828,20 +817,6 @@ def create_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _pg_ping(pool: Any) -> None:
-    async with pool.acquire() as conn:
-        await conn.fetchval("SELECT 1")
-
-
-async def _probe(check: Awaitable[Any], seconds: float) -> str:
-    try:
-        async with asyncio.timeout(seconds):
-            await check
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return f"unavailable ({type(exc).__name__})"
-    return "ok"
 
 
 def _version() -> str:

@@ -36,31 +36,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from prometheus_client import CollectorRegistry
 
-from store.errors import SessionNotFound, StoreUnavailable, ValidationError
+from store.errors import SessionNotFound, StoreClosed, StoreUnavailable, ValidationError
 from store.events import last_cache_result
 from store.instrumentation.metrics import Metrics
-from store.models import CacheResult, Message, NewMessage, Session
+from store.models import Message, NewMessage, ReadResult, Session
 from store.protocol import SessionStore
 
 T = TypeVar("T")
-
-#: What ``X-Cache`` and ``cache.result`` say for backends that report no cache result.
-_DEFAULT_CACHE_RESULT: dict[str, CacheResult] = {"memory": "hit"}
-
-
-def cache_result_for(backend: str) -> CacheResult:
-    """The cache result of the last read in this task: the hybrid's real one, ``hit`` for
-    memory (it is all cache), ``bypass`` for PostgreSQL alone."""
-    result = last_cache_result.get()
-    if result is not None:
-        return result
-    return _DEFAULT_CACHE_RESULT.get(backend, "bypass")
 
 
 def outcome_of(exc: BaseException) -> str:
@@ -71,6 +60,8 @@ def outcome_of(exc: BaseException) -> str:
         return "not_found"
     if isinstance(exc, StoreUnavailable):
         return "unavailable"
+    if isinstance(exc, StoreClosed):
+        return "closed"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
     return "error"
@@ -90,19 +81,9 @@ def _fail(span: Span, exc: BaseException) -> None:
 
 
 def unwrap(store: Any) -> Any:
-    """The backend object under wrappers (this module's ``inner``, ``open_store``'s owner)."""
-    seen = 0
-    while seen < 8:
-        seen += 1
-        if isinstance(store, InstrumentedStore):
-            store = store.inner
-            continue
-        # open_store's ownership wrapper forwards attribute reads, not writes, so the pool
-        # of a plain PostgreSQL store is swapped on the object it wraps.
-        owned = vars(store).get("_inner") if hasattr(store, "__dict__") else None
-        if owned is None:
-            return store
-        store = owned
+    """The backend under any :class:`InstrumentedStore` wrappers (each has a public ``inner``)."""
+    while isinstance(store, InstrumentedStore):
+        store = store.inner
     return store
 
 
@@ -348,7 +329,7 @@ class InstrumentedStore:
                 counter = self._internal[operation] = self.metrics.errors.labels(self.backend, operation, "internal")
             counter.inc()
 
-    async def _call(self, operation: str, call: Awaitable[T], *, read: bool = False) -> T:
+    async def _call(self, operation: str, call: Awaitable[T]) -> T:
         if self.tracer is None:
             start = time.perf_counter()
             outcome = "ok"
@@ -365,8 +346,10 @@ class InstrumentedStore:
         ) as span:  # fmt: skip
             start = time.perf_counter()
             outcome = "ok"
+            result: object = None
             try:
-                return await call
+                result = await call
+                return result
             except BaseException as exc:
                 outcome = outcome_of(exc)
                 if outcome not in ("not_found", "cancelled"):
@@ -375,8 +358,8 @@ class InstrumentedStore:
             finally:
                 self._observe(operation, outcome, time.perf_counter() - start)
                 span.set_attribute("sessionstore.outcome", outcome)
-                if read:
-                    span.set_attribute("cache.result", cache_result_for(self.backend))
+                if isinstance(result, ReadResult):
+                    span.set_attribute("cache.result", result.cache)
 
     # -- the Protocol --------------------------------------------------------------------
     async def create_session(
@@ -408,6 +391,17 @@ class InstrumentedStore:
     ) -> list[Message]:
         return await self._call("add_messages", self.inner.add_messages(session_id, messages, user_id=user_id))
 
+    async def read(
+        self,
+        session_id: str | uuid.UUID,
+        limit: int = 20,
+        before_seq: int | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> ReadResult:
+        """Timed as ``get_messages`` (one operation, whichever method the caller used)."""
+        return await self._call("get_messages", self.inner.read(session_id, limit, before_seq, user_id=user_id))
+
     async def get_messages(
         self,
         session_id: str | uuid.UUID,
@@ -416,9 +410,9 @@ class InstrumentedStore:
         *,
         user_id: str | None = None,
     ) -> list[Message]:
-        last_cache_result.set(None)  # a stale result of an earlier read must not leak into X-Cache
-        call = self.inner.get_messages(session_id, limit, before_seq, user_id=user_id)
-        return await self._call("get_messages", call, read=True)
+        result = await self.read(session_id, limit, before_seq, user_id=user_id)
+        last_cache_result.set(result.cache)
+        return result.messages
 
     async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
         return await self._call("get_session", self.inner.get_session(session_id, user_id=user_id))
@@ -476,14 +470,24 @@ class InstrumentedStore:
     async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
         return await self._call("cleanup_inactive", self.inner.cleanup_inactive(older_than, batch_size))
 
+    async def health(self, seconds: float = 1.0) -> dict[str, str]:
+        return await self.inner.health(seconds)
+
     async def close(self) -> None:
         await self.inner.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
 
 __all__ = [
     "InstrumentedStore",
     "TracedPool",
-    "cache_result_for",
     "outcome_of",
     "sql_operation",
     "store_clients",

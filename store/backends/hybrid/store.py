@@ -45,37 +45,31 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from store.backends.base import BaseStore, Batch
 from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
 from store.backends.hybrid.client import redis_kind
 from store.backends.hybrid.codec import decode_window, encode_message
 from store.backends.hybrid.keys import KeyLayout
-from store.backends.postgres import PostgresStore
+from store.backends.postgres import PostgresStore, probe
 from store.errors import SessionNotFound, StoreUnavailable
-from store.events import NULL_EVENTS, StoreEvents, last_cache_result
-from store.models import CacheResult, Message, NewMessage, Session
+from store.events import NULL_EVENTS, StoreEvents
+from store.models import CacheResult, Message, ReadResult, Session
 from store.settings import CacheSettings, RedisSettings
-from store.validation import (
-    validate_before_seq,
-    validate_cleanup,
-    validate_limit,
-    validate_session_id,
-    validate_user_id,
-)
 
 BACKEND = "hybrid"
 
 
-class HybridStore:
-    """Redis in front of a :class:`PostgresStore`.  Both clients are borrowed, not owned."""
+class HybridStore(BaseStore):
+    """Redis in front of a :class:`PostgresStore`.  Both are borrowed unless ``owns_clients``
+    (then ``close()`` closes the Redis client and the durable store)."""
 
     backend = BACKEND
 
@@ -87,17 +81,19 @@ class HybridStore:
         cache: CacheSettings | None = None,
         breaker: RedisSettings | None = None,
         events: StoreEvents = NULL_EVENTS,
+        owns_clients: bool = False,
     ) -> None:
+        super().__init__(limits=durable.limits)
         self.redis = redis
         self.durable = durable
-        self.limits = durable.limits
+        self.owns_clients = owns_clients
         self.cache = cache or CacheSettings()
         breaker_cfg = breaker or RedisSettings()
         self.events = events
         self.breaker = CircuitBreaker(breaker_cfg.breaker_failures, breaker_cfg.breaker_reset, events)
-        self._read = redis.register_script(scripts.source("read"))
-        self._append = redis.register_script(scripts.source("append"))
-        self._populate = redis.register_script(scripts.source("populate"))
+        self._read_script = redis.register_script(scripts.source("read"))
+        self._append_script = redis.register_script(scripts.source("append"))
+        self._populate_script = redis.register_script(scripts.source("populate"))
         self._ttl_ms = str(max(1, int(self.cache.ttl * 1000)))
         self._lease_ms = str(max(1, int(self.cache.lease_ttl * 1000)))
         self._sliding = "1" if self.cache.sliding else "0"
@@ -117,7 +113,7 @@ class HybridStore:
         loaded on first use.
         """
         try:
-            for script in (self._read, self._append, self._populate):
+            for script in (self._read_script, self._append_script, self._populate_script):
                 await self.redis.script_load(script.script)
         except (RedisError, OSError) as exc:
             self.events.error("redis", "load_scripts", redis_kind(exc))
@@ -208,23 +204,8 @@ class HybridStore:
         for sid in sids:
             self._mark_dirty(sid)
 
-    def _result(self, result: CacheResult) -> None:
-        self.events.cache_result(result)
-        last_cache_result.set(result)
-
     # -- reads -------------------------------------------------------------------------------
-    async def get_messages(
-        self,
-        session_id: str | uuid.UUID,
-        limit: int = 20,
-        before_seq: int | None = None,
-        *,
-        user_id: str | None = None,
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
-        uid = validate_user_id(user_id, self.limits)
-        validate_limit(limit, self.limits)
-        validate_before_seq(before_seq)
+    async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         keys = self._keys(sid)
         token = ""
         result: CacheResult = "error"
@@ -233,7 +214,7 @@ class HybridStore:
             args = [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
                     self._lease_ms]  # fmt: skip
             try:
-                reply = await self._read(keys=keys, args=args)
+                reply = await self._read_script(keys=keys, args=args)
             except (RedisError, OSError) as exc:
                 self._redis_failed("get_messages", exc)
                 token = ""
@@ -241,10 +222,10 @@ class HybridStore:
                 self.breaker.success()
                 kind = reply[0]
                 if kind == "hit":
-                    self._result("hit")
-                    return decode_window(sid, reply[2])
+                    self.events.cache_result("hit")
+                    return ReadResult(decode_window(sid, reply[2]), "hit")
                 if kind == "forbidden":
-                    self._result("hit")
+                    self.events.cache_result("hit")
                     raise SessionNotFound(sid)
                 if kind == "bypass":
                     result, token = "bypass", ""
@@ -254,23 +235,23 @@ class HybridStore:
                         self.events.cache_invalidation("epoch")
                     if not reply[1]:
                         token = ""
-        self._result(result)
+        self.events.cache_result(result)
         fetch = max(limit, self.cache.size) if token else limit
         window = await self.durable.read_window(sid, fetch, before_seq)
         if window is None:
             if uid is None:
-                return []
+                return ReadResult([], result)
             raise SessionNotFound(sid)
         if token:
             await self._fill(sid, keys, token, window.last_seq, window.user_id, window.messages[-self.cache.size :])
         if uid is not None and window.user_id != uid:
             raise SessionNotFound(sid)
-        return window.messages[-limit:]
+        return ReadResult(window.messages[-limit:], result)
 
     async def _fill(self, sid: str, keys: list[str], token: str, last_seq: int, owner: str | None,
                     messages: list[Message]) -> None:  # fmt: skip
         try:
-            stored = await self._populate(
+            stored = await self._populate_script(
                 keys=keys, args=[token, last_seq, owner or "", self._ttl_ms, *map(encode_message, messages)]
             )
         except (RedisError, OSError) as exc:
@@ -280,27 +261,9 @@ class HybridStore:
         self.events.cache_populate("stored" if stored == "stored" else "discarded")
 
     # -- writes ------------------------------------------------------------------------------
-    async def add_message(
-        self,
-        session_id: str | uuid.UUID,
-        role: str,
-        content: str,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        user_id: str | None = None,
-    ) -> Message:
-        return (await self.add_messages(session_id, [NewMessage(role, content, metadata)], user_id=user_id))[0]
-
-    async def add_messages(
-        self,
-        session_id: str | uuid.UUID,
-        messages: Sequence[NewMessage | Mapping[str, Any]],
-        *,
-        user_id: str | None = None,
-    ) -> list[Message]:
-        sid = validate_session_id(session_id)
+    async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
         try:
-            stored = await self.durable.add_messages(sid, messages, user_id=user_id)
+            stored = await self.durable._append(sid, uid, batch)
         except (StoreUnavailable, asyncio.CancelledError):
             # In doubt: the commit may have happened with its reply lost.  The cache is not
             # touched now; the entry is dropped before the cache is used again.
@@ -326,7 +289,7 @@ class HybridStore:
             *map(encode_message, stored),
         ]
         try:
-            outcome = await self._append(keys=self._keys(sid), args=args)
+            outcome = await self._append_script(keys=self._keys(sid), args=args)
         except (RedisError, OSError) as exc:
             self._mark_dirty(sid)
             self._redis_failed("add_messages", exc)
@@ -335,34 +298,25 @@ class HybridStore:
         if outcome in ("gap", "epoch", "lost"):
             self.events.cache_invalidation(outcome)
 
-    async def create_session(
-        self,
-        session_id: str | uuid.UUID | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Session:
-        return await self.durable.create_session(session_id, user_id, metadata)
+    # -- the rest is PostgreSQL's --------------------------------------------------------------
+    async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
+        return await self.durable._create(sid, uid, meta)
 
-    async def get_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Session:
-        return await self.durable.get_session(session_id, user_id=user_id)
+    async def _get_session(self, sid: str, uid: str | None) -> Session:
+        return await self.durable._get_session(sid, uid)
 
-    async def list_sessions(
-        self, user_id: str | None, limit: int = 20, before: datetime | None = None
-    ) -> list[Session]:
-        return await self.durable.list_sessions(user_id, limit, before)
+    async def _list_sessions(self, uid: str | None, limit: int, before: datetime | None) -> list[Session]:
+        return await self.durable._list_sessions(uid, limit, before)
 
-    async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
-        return await self.durable.search(query, user_id, limit)
+    async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
+        return await self.durable._search(text, uid, limit)
 
-    def export(
-        self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
-        return self.durable.export(session_id, format, user_id=user_id)
+    def _history(self, sid: str) -> AsyncIterator[Message]:
+        return self.durable._history(sid)
 
-    async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
-        sid = validate_session_id(session_id)
+    async def _delete(self, sid: str, uid: str | None) -> bool:
         try:
-            deleted = await self.durable.delete_session(sid, user_id=user_id)
+            deleted = await self.durable._delete(sid, uid)
         except (StoreUnavailable, asyncio.CancelledError):
             self._mark_dirty(sid)  # in doubt: the delete may have committed
             raise
@@ -370,8 +324,7 @@ class HybridStore:
             await self._drop([sid], "delete", "delete_session")
         return deleted
 
-    async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
-        validate_cleanup(older_than, batch_size)
+    async def _cleanup(self, older_than: float, batch_size: int) -> int:
         total = 0
         while True:
             try:
@@ -387,10 +340,20 @@ class HybridStore:
                 break
         return total
 
+    async def _health(self, seconds: float) -> dict[str, str]:
+        checks = await self.durable._health(seconds)
+        checks["redis"] = await probe(self.redis.ping(), seconds)
+        checks["cache_breaker"] = ("closed", "open", "half_open")[self.breaker.state]
+        return checks
+
     @property
     def dirty_sessions(self) -> int:
         """Sessions whose cache entries will be dropped when Redis answers again."""
         return len(self._dirty)
 
-    async def close(self) -> None:
-        """Nothing to release: the Redis client and the durable store are borrowed."""
+    async def _close(self) -> None:
+        if self.owns_clients:
+            try:
+                await self.redis.aclose()
+            finally:
+                await self.durable.close()
