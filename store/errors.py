@@ -32,7 +32,17 @@ class SessionNotFound(StoreError, LookupError):
 
 
 class StoreUnavailable(StoreError):
-    """The durable store could not complete the operation; it may be retried."""
+    """The durable store could not complete the operation; it may be retried.
+
+    ``in_doubt`` is True when the request may have reached PostgreSQL and its reply was
+    lost (a broken connection or a timeout mid-statement): a write may then have
+    committed.  False when the server refused it or it never left the client (no
+    connection, a pool timeout, an error the server returned), so nothing was written.
+    """
+
+    def __init__(self, message: str, *, in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.in_doubt = in_doubt
 
 
 class StoreClosed(StoreError, RuntimeError):

@@ -25,7 +25,12 @@ BACKENDS: tuple[str, ...] = ("memory", "postgres", "hybrid")
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    """The hybrid cache: ``size`` messages per session, ``ttl`` seconds, sliding or fixed."""
+    """The hybrid cache: ``size`` messages per session, ``ttl`` seconds, sliding or fixed.
+
+    ``lease_ttl``: how long a read that missed holds its populate lease; ``dirty_max``:
+    stale sessions one process tracks before it invalidates the whole cache (an epoch
+    bump); ``sync_interval``: see :mod:`store.backends.hybrid.sync`.
+    """
 
     size: int = 50
     ttl: float = 24 * 3600.0
@@ -33,6 +38,9 @@ class CacheSettings:
     lease_ttl: float = 5.0
     dirty_max: int = 10_000
     key_prefix: str = "sb"
+    #: Every process polls PostgreSQL for invalidations this often and trusts the cache only
+    #: while its last poll started less than 4 x this ago: the cross-process staleness bound.
+    sync_interval: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 cache entries straight from Redis, and record what it reports.
 
 Nothing here fakes a server: stores talk to the session's PostgreSQL and Redis.
-The cache layout read here is the one documented in ``store/hybrid.py``:
-``{prefix}:{<sid>}:m`` (list of JSON messages), ``:h`` (hash: last, owner, epoch),
-``:l`` (populate lease) and ``{prefix}:epoch``.
+The cache layout read here is the public one of :mod:`store.backends.hybrid.keys`:
+``{prefix}:{<sid>}:m`` (list of JSON messages), ``:h`` (hash: last, owner, epoch) and
+``:l`` (populate lease); the current epoch is the store's (``store.sync.epoch``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Literal
 import asyncpg
 import redis.asyncio as aioredis
 
-from store.backends.hybrid import HybridStore, create_redis, decode_entries
+from store.backends.hybrid import HybridStore, KeyLayout, create_redis, decode_entries
 from store.backends.postgres import PostgresStore, create_pool, migrate
 from store.models import CacheResult, Message
 from store.settings import CacheSettings, RedisSettings
@@ -51,8 +51,7 @@ class RecordingEvents:
 
 def cache_keys(sid: str, prefix: str = "sb") -> tuple[str, str, str]:
     """The list, hash and lease keys of one session's cache entry."""
-    base = f"{prefix}:{{{sid}}}"
-    return f"{base}:m", f"{base}:h", f"{base}:l"
+    return KeyLayout(prefix).session(sid).entry
 
 
 @dataclass(frozen=True)
@@ -67,23 +66,19 @@ class CacheEntry:
 
 async def read_cache_entry(client: aioredis.Redis, sid: str, prefix: str = "sb") -> CacheEntry | None:
     """Decode a session's cache entry straight from Redis (``None`` when it has no hash)."""
-    _, (entry,) = await read_cache_entries(client, [sid], prefix)
+    (entry,) = await read_cache_entries(client, [sid], prefix)
     return entry
 
 
-async def read_cache_entries(
-    client: aioredis.Redis, sids: list[str], prefix: str = "sb"
-) -> tuple[str, list[CacheEntry | None]]:
-    """The current epoch and several sessions' entries, read atomically (MULTI) in one round trip."""
+async def read_cache_entries(client: aioredis.Redis, sids: list[str], prefix: str = "sb") -> list[CacheEntry | None]:
+    """Several sessions' entries, read atomically (MULTI) in one round trip."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.get(f"{prefix}:epoch")
         for sid in sids:
             list_key, hash_key, _ = cache_keys(sid, prefix)
             pipe.hgetall(hash_key)
             pipe.lrange(list_key, 0, -1)
-        epoch, *replies = await pipe.execute()
-    entries = [_entry(sid, replies[2 * i], replies[2 * i + 1]) for i, sid in enumerate(sids)]
-    return ("0" if epoch is None else _text(epoch)), entries
+        replies = await pipe.execute()
+    return [_entry(sid, replies[2 * i], replies[2 * i + 1]) for i, sid in enumerate(sids)]
 
 
 def _entry(sid: str, raw_hash: dict[Any, Any], raw_list: list[Any]) -> CacheEntry | None:
@@ -120,7 +115,10 @@ async def open_hybrid(
             client, durable, cache=cache or CacheSettings(), breaker=settings, events=events or RecordingEvents()
         )
         await store.load_scripts()
-        yield store
+        try:
+            yield store
+        finally:
+            await store.close()  # stops its sync loop; the clients are closed below
     finally:
         await client.aclose()
         await pool.close()

@@ -54,9 +54,9 @@ def _assert_window(got: list[Message], limit: int) -> None:
         assert len(seqs) == min(limit, seqs[-1]), f"short window: {seqs} for limit {limit}"
 
 
-async def _check_cache(admin: aioredis.Redis, database_url: str, sids: list[str]) -> int:
+async def _check_cache(admin: aioredis.Redis, database_url: str, sids: list[str], epoch: str) -> int:
     """Every cache entry equals PostgreSQL's newest messages; returns how many entries exist."""
-    epoch, entries = await read_cache_entries(admin, sids)
+    entries = await read_cache_entries(admin, sids)
     present = 0
     for sid, entry in zip(sids, entries, strict=True):
         last, history = await _pg_messages(database_url, sid)
@@ -113,10 +113,10 @@ async def test_64_concurrent_clients_leave_cache_equal_to_postgres(database_url:
 
         admin = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
         try:
-            await _check_cache(admin, database_url, sids)  # as the workload left it
+            await _check_cache(admin, database_url, sids, store.sync.epoch)  # as the workload left it
             for sid in sids:
                 await store.get_messages(sid, limit=CACHE_SIZE)  # a quiet read caches every session
-            assert await _check_cache(admin, database_url, sids) == SESSIONS
+            assert await _check_cache(admin, database_url, sids, store.sync.epoch) == SESSIONS
         finally:
             await admin.aclose()
 

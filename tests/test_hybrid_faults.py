@@ -4,7 +4,10 @@ Killed: reads fall back to PostgreSQL and report ``error``, writes succeed, the
 breaker opens and stops calling Redis, and closes again once Redis is back.
 Frozen (SIGSTOP, a partition that keeps data): every call returns within a small
 multiple of the socket timeout, nothing piles up, and after the thaw no entry that
-missed a write is served.  Every test restores the server in ``finally``.
+missed a write is served.  Sessions written while their entry could not be updated are
+not trusted until the store's sync round (``store.sync.tick()``, run here explicitly
+instead of waiting for the background loop) has deleted their entries.  Every test
+restores the server in ``finally``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ async def test_redis_killed_falls_back_opens_breaker_and_recovers(
     assert [m.content for m in await store.get_messages(sid)] == [f"before {i}" for i in range(5)]
     assert events.results[-1] == "hit"
 
+    other = await _history(store, 1)
     embedded_redis.kill()
     try:
         got = await store.get_messages(sid)
@@ -72,8 +76,9 @@ async def test_redis_killed_falls_back_opens_breaker_and_recovers(
         assert events.results[-1] == "error"
         written = await store.add_message(sid, "assistant", "during the outage")
         assert written.seq == 6
+        assert store.dirty_sessions == 1  # not trusted any more: its reads go straight to PostgreSQL
         for _ in range(3):
-            await store.get_messages(sid)
+            await store.get_messages(other)
         assert store.breaker.state == CircuitBreaker.OPEN
         assert CircuitBreaker.OPEN in events.breaker
         errors = len(events.errors)
@@ -85,13 +90,14 @@ async def test_redis_killed_falls_back_opens_breaker_and_recovers(
     finally:
         embedded_redis.restart()
 
-    await _recovered(store, sid)
+    await _recovered(store, other)
     assert events.breaker[-1] == CircuitBreaker.CLOSED
+    await store.sync.tick()  # deletes the entry that missed the write
+    assert store.dirty_sessions == 0
     got = await store.get_messages(sid)
     assert [m.content for m in got][-1] == "during the outage"
     assert [m.content for m in await store.get_messages(sid)][-1] == "during the outage"
     assert events.results[-1] == "hit"  # the cache is in use again
-    assert store.dirty_sessions == 0
 
 
 async def test_redis_frozen_calls_stay_bounded_and_no_stale_entry_after_thaw(
@@ -100,6 +106,7 @@ async def test_redis_frozen_calls_stay_bounded_and_no_stale_entry_after_thaw(
     """Redis frozen: 64 concurrent calls each return within 4x the socket timeout; after thaw nothing stale is read."""
     store, events = faulty
     sids = [await _history(store, 3) for _ in range(4)]
+    other = await _history(store, 1)
     for sid in sids:
         await store.get_messages(sid)  # cached: these entries would go stale
 
@@ -130,7 +137,11 @@ async def test_redis_frozen_calls_stay_bounded_and_no_stale_entry_after_thaw(
         embedded_redis.thaw()
 
     # The frozen server kept every entry as it was before the writes; none may be served now.
-    await _recovered(store, sids[0])
+    await _recovered(store, other)
+    for i, sid in enumerate(sids):
+        got = await store.get_messages(sid, limit=20)  # still untrusted: answered by PostgreSQL
+        assert got[-1].content == f"while open {i}"
+    await store.sync.tick()
     for i, sid in enumerate(sids):
         got = await store.get_messages(sid, limit=20)
         assert got[-1].content == f"while open {i}"
@@ -169,24 +180,25 @@ async def test_cancelled_probe_does_not_wedge_the_breaker(
 async def test_write_failing_during_cleanup_stays_marked(
     faulty: tuple[HybridStore, RecordingEvents], embedded_redis: EmbeddedRedis
 ) -> None:
-    """A write that misses the cache while the post-outage cleanup is in flight is still marked after that cleanup."""
+    """A write that misses the cache while the sync round's cleanup is in flight is still marked after that cleanup."""
     store, _ = faulty
-    sid, other = await _history(store, 3), await _history(store, 3)
+    sid = await _history(store, 3)
     await store.get_messages(sid)
     embedded_redis.freeze()
     try:
         await store.add_message(sid, "assistant", "first miss")  # times out on Redis: sid is marked
         assert store.dirty_sessions == 1
         assert store.breaker.state == CircuitBreaker.CLOSED
-        cleanup = asyncio.create_task(store.get_messages(other))  # its cleanup waits on the frozen server
+        cleanup = asyncio.create_task(store.sync.tick())  # its delete waits on the frozen server
         await asyncio.sleep(0.02)
-        await store.add_message(sid, "assistant", "second miss")  # goes around the busy cache: marked again
+        await store.add_message(sid, "assistant", "second miss")  # the session is untrusted: marked again
     finally:
         embedded_redis.thaw()
     await cleanup
     assert store.dirty_sessions == 1, "the second miss was forgotten by a cleanup that started before it"
     got = await store.get_messages(sid)
     assert [m.content for m in got][-2:] == ["first miss", "second miss"]
+    await store.sync.tick()
     assert store.dirty_sessions == 0
 
 
@@ -212,4 +224,5 @@ async def test_cancelled_append_marks_its_session(
         await blocker.close()
     got = await store.get_messages(sid)
     assert [m.seq for m in got] == list(range(1, len(got) + 1))
+    await store.sync.tick()
     assert store.dirty_sessions == 0

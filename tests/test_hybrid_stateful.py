@@ -120,6 +120,7 @@ class HybridVsModel(RuleBasedStateMachine):
             self.loop.close()
 
     async def _close(self) -> None:
+        await self.store.close()
         await self.client.aclose()
         await self.admin.aclose()
         await self.pool.close()
@@ -222,13 +223,12 @@ class HybridVsModel(RuleBasedStateMachine):
         keys = dict(zip("mhl", cache_keys(self.sids[s], self.prefix), strict=True))
         self.run(self.admin.delete(*(keys[k] for k in which)))
 
-    @precondition(_admin_ok)
     @rule(go=rarely)
     def bump_epoch(self, go: bool) -> None:
-        """Someone (another instance after an overflow) invalidated the whole namespace."""
+        """Someone (another instance after an overflow) invalidated the whole namespace in PostgreSQL."""
         self._step()
         if go:
-            self.run(self.admin.incr(f"{self.prefix}:epoch"))
+            self.run(self.pool.execute("UPDATE sessionstore_cache_epoch SET epoch = epoch + 1"))
 
     @precondition(lambda self: self.up and not self.frozen)
     @rule(go=rarely)
@@ -278,12 +278,13 @@ class HybridVsModel(RuleBasedStateMachine):
     @invariant()
     def cache_entries_are_current_suffixes(self) -> None:
         """Every entry the store could serve is the model's newest ``min(last, size)`` messages."""
-        if not self._admin_ok() or self.store._bump_epoch:
+        if not self._admin_ok() or self.store.sync.bump_pending:
             return  # nothing to read, or the whole namespace is about to be invalidated
 
-        epoch, found = self.run(read_cache_entries(self.admin, self.sids, self.prefix))
+        epoch = self.store.sync.epoch
+        found = self.run(read_cache_entries(self.admin, self.sids, self.prefix))
         for sid, entry in zip(self.sids, found, strict=True):
-            if entry is None or entry.epoch != epoch or sid in self.store._dirty:
+            if entry is None or entry.epoch != epoch or sid in self.store.sync.dirty:
                 continue  # absent, dead (a read drops it), or dropped before the cache is used again
             if entry.last > 0 and not entry.messages:
                 continue  # the list was expired or deleted on its own; a read drops the entry

@@ -17,6 +17,7 @@ The pool is passed in; whoever created it closes it (see :func:`store.open_store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -114,7 +115,7 @@ async def create_pool(
             init=_init_connection,
             reset=_no_reset,
         )
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except Exception as exc:  # a driver exception never escapes
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
     assert pool is not None
     return pool
@@ -151,7 +152,24 @@ def _error_kind(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
         return "connection"
-    return "query"
+    if isinstance(exc, asyncpg.PostgresError):
+        return "query"
+    return "driver"  # anything else asyncpg raised (InternalClientError, ...)
+
+
+def _discard(conn: Any) -> None:
+    """Close a pooled connection in an unknown state so no caller gets it again.
+
+    asyncpg may already have released a connection it saw break; then there is nothing
+    left to do.
+    """
+    with contextlib.suppress(Exception):
+        conn.terminate()
+
+
+def _server_refused(exc: BaseException) -> bool:
+    """The server answered with an error: nothing was committed and the connection is sound."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError)
 
 
 class PostgresStore(BaseStore):
@@ -175,16 +193,35 @@ class PostgresStore(BaseStore):
         self.owns_pool = owns_pool
 
     async def _run(self, operation: str, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``fn`` on a pooled connection; translate driver errors to StoreUnavailable."""
+        """Run ``fn`` on a pooled connection; every driver error becomes StoreUnavailable.
+
+        A connection that failed other than by a server error (lost, timed out, in an
+        unknown protocol state) is terminated, never handed to the next caller.
+        """
         try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                return await fn(conn)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            kind = _error_kind(exc)
-            if isinstance(exc, asyncio.TimeoutError) and "acquire" not in str(exc):
-                kind = "timeout"
-            self.events.error(BACKEND, operation, kind)
-            raise StoreUnavailable(f"PostgreSQL {operation} failed ({kind}): {type(exc).__name__}") from exc
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        except Exception as exc:  # a driver exception never escapes
+            raise self._unavailable(operation, exc, in_doubt=False) from exc
+        try:
+            return await fn(conn)
+        except Exception as exc:  # a driver exception never escapes
+            refused = _server_refused(exc)
+            if not refused:
+                _discard(conn)
+            raise self._unavailable(operation, exc, in_doubt=not refused) from exc
+        finally:
+            await self._release(conn)
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self.pool.release(conn)
+        except Exception:  # noqa: BLE001 - the connection is lost either way
+            _discard(conn)
+
+    def _unavailable(self, operation: str, exc: BaseException, *, in_doubt: bool) -> StoreUnavailable:
+        kind = _error_kind(exc)
+        self.events.error(BACKEND, operation, kind)
+        return StoreUnavailable(f"PostgreSQL {operation} failed ({kind}): {type(exc).__name__}", in_doubt=in_doubt)
 
     # -- sessions --------------------------------------------------------------------------
     async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
@@ -299,12 +336,19 @@ class PostgresStore(BaseStore):
             "WHERE session_id = $1 ORDER BY seq"
         )
         try:
-            async with self.pool.acquire(timeout=self.acquire_timeout) as conn, conn.transaction():
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        except Exception as exc:  # a driver exception never escapes
+            raise self._unavailable("export", exc, in_doubt=False) from exc
+        try:
+            async with conn.transaction():
                 async for row in conn.cursor(q, uuid.UUID(sid), prefetch=500):
                     yield _message(row)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            self.events.error(BACKEND, "export", _error_kind(exc))
-            raise StoreUnavailable(f"PostgreSQL export failed: {type(exc).__name__}") from exc
+        except Exception as exc:  # a driver exception never escapes
+            if not _server_refused(exc):
+                _discard(conn)
+            raise self._unavailable("export", exc, in_doubt=False) from exc
+        finally:
+            await self._release(conn)
 
     async def _health(self, seconds: float) -> dict[str, str]:
         return {"postgres": await probe(self._ping(), seconds)}

@@ -34,7 +34,7 @@ import functools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -176,8 +176,8 @@ def sql_operation(query: str) -> str:
 class TracedPool:
     """An asyncpg pool whose acquired connections trace ``fetch*``/``execute``/``cursor``.
 
-    Only ``async with pool.acquire() as conn`` hands out traced connections; every other
-    attribute is the pool's own.
+    ``await pool.acquire()`` (then ``pool.release(conn)``) and ``async with pool.acquire()``
+    hand out traced connections; every other attribute is the pool's own.
     """
 
     def __init__(self, pool: Any, tracer: Tracer) -> None:
@@ -190,6 +190,10 @@ class TracedPool:
 
     def acquire(self, *, timeout: float | None = None) -> _TracedAcquire:
         return _TracedAcquire(self, self.pool.acquire(timeout=timeout))
+
+    async def release(self, conn: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncpg's signature
+        inner = conn._conn if isinstance(conn, _TracedConnection) else conn
+        await self.pool.release(inner, timeout=timeout)
 
     def attributes(self, conn: Any) -> dict[str, Any]:
         if self._base is None:
@@ -215,6 +219,10 @@ class _TracedAcquire:
 
     async def __aenter__(self) -> _TracedConnection:
         conn = await self._ctx.__aenter__()
+        return _TracedConnection(conn, self._owner.tracer, self._owner.attributes(conn))
+
+    def __await__(self) -> Generator[Any, None, _TracedConnection]:
+        conn = yield from self._ctx.__await__()
         return _TracedConnection(conn, self._owner.tracer, self._owner.attributes(conn))
 
     async def __aexit__(self, *exc: object) -> None:

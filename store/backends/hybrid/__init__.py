@@ -8,11 +8,14 @@ layout is :mod:`.keys`, the message encoding :mod:`.codec`, the breaker :mod:`.b
 
 from store.backends.hybrid.breaker import CircuitBreaker
 from store.backends.hybrid.client import create_redis
-from store.backends.hybrid.codec import decode_entries, decode_window, encode_message
+from store.backends.hybrid.codec import CacheEntry, decode_entries, decode_window, encode_message
 from store.backends.hybrid.keys import KeyLayout, SessionKeys
+from store.backends.hybrid.rules import CacheModel, servable
 from store.backends.hybrid.store import HybridStore
 
 __all__ = [
+    "CacheEntry",
+    "CacheModel",
     "CircuitBreaker",
     "HybridStore",
     "KeyLayout",
@@ -21,4 +24,5 @@ __all__ = [
     "decode_entries",
     "decode_window",
     "encode_message",
+    "servable",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from store.models import Message
@@ -29,3 +30,21 @@ def decode_window(session_id: str, blob: str) -> list[Message]:
 def decode_entries(session_id: str, entries: Sequence[str]) -> list[Message]:
     """Messages from a cache list's raw entries (as ``LRANGE`` returns them)."""
     return decode_window(session_id, "[" + ",".join(entries) + "]")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One session's cache entry as Redis holds it (what :meth:`HybridStore.inspect` returns).
+
+    ``last`` is None when there is no hash; ``raw`` are the list's encoded messages,
+    oldest first; ``ttl_ms`` is the hash's remaining TTL (None: no hash or no TTL).
+    """
+
+    last: int | None
+    owner: str | None
+    epoch: str | None
+    raw: tuple[str, ...]
+    ttl_ms: int | None
+
+    def messages(self, session_id: str) -> list[Message]:
+        return decode_entries(session_id, self.raw)

@@ -6,12 +6,14 @@ Per session (``sid`` is the canonical UUID string), three keys that share the ha
 =====================  =====  =====================================================
 ``<prefix>:{sid}:m``   list   the cached window: encoded messages, oldest first
 ``<prefix>:{sid}:h``   hash   ``last`` (seq of the newest cached message), ``owner``
-                              (user id, ``''`` for none), ``epoch`` (namespace epoch
+                              (user id, ``''`` for none), ``epoch`` (the cache epoch
                               the entry was populated under)
 ``<prefix>:{sid}:l``   str    the populate lease of the read that missed
 =====================  =====  =====================================================
 
-plus one namespace key, ``<prefix>:epoch``, whose value every entry must match.
+There is no key outside a session's slot: the cache epoch every entry must match is
+kept in PostgreSQL (:mod:`.sync`) and passed to the scripts as an argument, so every
+script touches one slot and the keys spread over all masters of a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -42,18 +44,14 @@ class KeyLayout:
 
     prefix: str = "sb"
 
-    @property
-    def epoch(self) -> str:
-        return f"{self.prefix}:epoch"
-
     def session(self, sid: str) -> SessionKeys:
         base = f"{self.prefix}:{{{sid}}}"
         return SessionKeys(f"{base}:m", f"{base}:h", f"{base}:l")
 
     def script_keys(self, sid: str) -> list[str]:
-        """KEYS of every hybrid script: list, hash, lease, epoch."""
+        """KEYS of every hybrid script: list, hash, lease."""
         keys = self.session(sid)
-        return [keys.messages, keys.meta, keys.lease, self.epoch]
+        return [keys.messages, keys.meta, keys.lease]
 
     def pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for every per-session key of this prefix."""

@@ -1,8 +1,8 @@
 -- read: serve a cached window, or take a populate lease on a miss.
--- KEYS: list, hash, lease, epoch
--- ARGV: limit, before_seq ('' = none), ttl_ms, sliding, owner ('' = any), lease token ('' = none), lease_ms
+-- KEYS: list, hash, lease (one session: one hash tag, one cluster slot)
+-- ARGV: limit, before_seq ('' = none), ttl_ms, sliding, owner ('' = any), lease token ('' = none), lease_ms, epoch
 local h = redis.call('HMGET', KEYS[2], 'last', 'owner', 'epoch')
-local epoch = redis.call('GET', KEYS[4]) or '0'
+local epoch = ARGV[8]
 local len = 0
 if h[1] then len = redis.call('LLEN', KEYS[1]) end
 -- an entry whose list is gone (evicted or deleted on its own) is dropped, not served as bypass

@@ -2,11 +2,11 @@
 
 PostgreSQL (the ``durable`` store) is the source of truth; Redis holds, per session,
 a **contiguous suffix** of the history (at most ``cache.size`` messages, each tagged
-with its ``seq``).  The consistency contract (DESIGN.md §2):
+with its ``seq``).  The consistency contract (ARCHITECTURE.md, "The hybrid contract"):
 
 1. A write returns only after PostgreSQL committed it; if PostgreSQL fails the call
-   raises and the cache is not touched.  (A failed commit may still have happened,
-   its reply lost: the session's entry is dropped before the cache is used again.)
+   raises and the cache is not touched.  (A failure whose outcome is unknown, the
+   reply lost, marks the session's entry stale: it is dropped before it is used again.)
 2. An append extends the cached window in one Lua script only if its first ``seq`` is
    exactly the cached last ``seq`` + 1; otherwise the entry is dropped.  No gap, no
    misorder, never an entry holding only the newest message: an entry whose list
@@ -20,49 +20,55 @@ with its ``seq``).  The consistency contract (DESIGN.md §2):
    does not show yet (the window memcache leases leave between the write and the delete).
 4. Requests the window cannot answer in full go to PostgreSQL as ``bypass``.
 5. Redis errors never fail a call: reads fall back to PostgreSQL, writes still succeed,
-   a circuit breaker stops waiting on a dead Redis, and sessions written while Redis
-   was unreachable are remembered (bounded; on overflow the whole cache namespace is
-   invalidated by bumping an epoch) and dropped from the cache before it serves again.
+   a circuit breaker stops waiting on a dead Redis.  A committed write whose entry
+   could not be updated is recorded in PostgreSQL before it is acknowledged, and every
+   process drops such entries before trusting them again (:mod:`.sync`).
 6. TTL is sliding by default (refreshed on read and write) or fixed; delete and cleanup
    remove cache entries too.
+7. Many processes: an acknowledged write is in every window any process serves more
+   than ``4 x cache.sync_interval`` seconds (2 s by default) after it, even if the writer
+   was cut off from Redis or died (:mod:`.sync` states the mechanism and the bound).
 
-Keys per session share a hash tag so the three live in one Redis Cluster slot:
-``{prefix}:{<sid>}:m`` (list of encoded messages), ``:h`` (hash: last, owner, epoch),
-``:l`` (populate lease).  The epoch key ``{prefix}:epoch`` is read inside the scripts;
-under Redis Cluster it lives in another slot (see the README's scaling notes).
+Keys (:mod:`.keys`): three per session, one hash tag, so every script touches one Redis
+Cluster slot; the cache epoch lives in PostgreSQL and is passed to the scripts.
 
 Round trips:
 
 * ``get_messages`` hit: **1 Redis** (one EVALSHA).  Miss: **1 Redis + 1 PG + 1 Redis**
   (the lookup that takes the lease, the PostgreSQL read, the populate).  Bypass:
   1 Redis + 1 PG.
-* ``add_message`` / ``add_messages`` (a turn): **1 PG + 1 Redis**.
-* Right after a Redis outage, the first cache operation adds 1 Redis round trip to
-  drop the entries that missed writes.
+* ``add_message`` / ``add_messages`` (a turn): **1 PG + 1 Redis**.  When the entry
+  cannot be updated (Redis down, the breaker open, the session marked stale): 1 PG + 1 PG
+  (the write, then its invalidation record) and no Redis.
+* In the background, per process: 1 PG round trip every ``cache.sync_interval``
+  (0.5 s); after an outage, 1 Redis + 1 PG round trip to drop the stale entries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from store.backends.base import BaseStore, Batch
 from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
 from store.backends.hybrid.client import redis_kind
-from store.backends.hybrid.codec import decode_window, encode_message
-from store.backends.hybrid.keys import KeyLayout
+from store.backends.hybrid.codec import CacheEntry, decode_window, encode_message
+from store.backends.hybrid.keys import EPOCH, LAST, OWNER, KeyLayout
+from store.backends.hybrid.rules import servable
+from store.backends.hybrid.sync import CacheSync
 from store.backends.postgres import PostgresStore, probe
 from store.errors import SessionNotFound, StoreUnavailable
 from store.events import NULL_EVENTS, StoreEvents
 from store.models import CacheResult, Message, ReadResult, Session
 from store.settings import CacheSettings, RedisSettings
+from store.validation import validate_session_id
 
 BACKEND = "hybrid"
 
@@ -98,13 +104,15 @@ class HybridStore(BaseStore):
         self._lease_ms = str(max(1, int(self.cache.lease_ttl * 1000)))
         self._sliding = "1" if self.cache.sliding else "0"
         self.layout = KeyLayout(self.cache.key_prefix)
-        self._epoch_key = self.layout.epoch
-        # Sessions whose cache entry may have missed a write, each with the number of the
-        # mark that put it there (a mark made while a cleanup is in flight must survive it).
-        self._dirty: dict[str, int] = {}
-        self._marks = 0
-        self._bump_epoch = 0  # the mark that asked for an epoch bump; 0 = none pending
-        self._cleaning = False
+        self.sync = CacheSync(
+            durable._run,
+            self._delete_entries,
+            self.breaker.allow,
+            events,
+            layout=self.layout,
+            interval=self.cache.sync_interval,
+            dirty_max=self.cache.dirty_max,
+        )
 
     async def load_scripts(self) -> bool:
         """SCRIPT LOAD the Lua scripts so the first calls do not pay for NOSCRIPT.
@@ -115,7 +123,7 @@ class HybridStore(BaseStore):
         try:
             for script in (self._read_script, self._append_script, self._populate_script):
                 await self.redis.script_load(script.script)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any redis-py error (RedisError, RedisClusterException, OSError)
             self.events.error("redis", "load_scripts", redis_kind(exc))
             return False
         return True
@@ -128,94 +136,55 @@ class HybridStore(BaseStore):
         self.breaker.failure()
         self.events.error("redis", operation, redis_kind(exc))
 
-    def _mark_dirty(self, sid: str) -> None:
-        """Remember a session whose cache entry may have missed a write (bounded)."""
-        self._marks += 1
-        self._dirty[sid] = self._marks
-        if len(self._dirty) > self.cache.dirty_max:
-            self._invalidate_all()
+    async def _trusts(self, sid: str) -> bool:
+        """May the cache be used for ``sid`` now (no I/O after the first call)?"""
+        if not self.sync._started:
+            await self.sync.start()
+        return self.sync.trusts(sid) and self.breaker.allow()
 
-    def _invalidate_all(self) -> None:
-        """Too many (or unknown) sessions missed writes: bump the epoch before the next use."""
-        self._marks += 1
-        self._dirty.clear()
-        self._bump_epoch = self._marks
-
-    async def _usable(self, operation: str) -> bool:
-        """True when the cache may be used now: breaker allows and no entry that missed
-        a write is left (they are dropped first, in one round trip).
-
-        One cleanup runs at a time; calls that arrive meanwhile go around the cache
-        (False) instead of piling up behind it or sending the same deletes again.
-        """
-        if not self.breaker.allow():
-            return False
-        if not self._dirty and not self._bump_epoch:
-            return True
-        if self._cleaning:
-            return False
-        dirty, bump = dict(self._dirty), self._bump_epoch
-        self._cleaning = True
+    async def _delete_entries(self, sids: list[str]) -> None:
+        """Delete the cache entries of ``sids`` (1 Redis round trip); raises on failure."""
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for sid in dirty:
+                for sid in sids:
                     pipe.delete(*self.layout.session(sid).entry)
-                if bump:
-                    pipe.incr(self._epoch_key)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._redis_failed(operation, exc)
-            return False
-        finally:
-            self._cleaning = False
-        for sid, mark in dirty.items():
-            if self._dirty.get(sid) == mark:  # not marked again while the deletes were in flight
-                del self._dirty[sid]
-        if bump:
-            if self._bump_epoch == bump:
-                self._bump_epoch = 0
-            self.events.cache_invalidation("epoch_bump")
-        for _ in dirty:
-            self.events.cache_invalidation("outage")
+        except Exception as exc:
+            self._redis_failed("invalidate", exc)
+            raise
         self.breaker.success()
-        return True
 
     async def _drop(self, sids: Sequence[str], reason: str, operation: str) -> None:
-        """Delete cache entries after PostgreSQL deleted their sessions."""
+        """Delete cache entries after PostgreSQL deleted their sessions (before acknowledging).
+
+        If Redis cannot do it, the sessions are recorded in PostgreSQL instead (:mod:`.sync`).
+        """
         if not sids:
             return
         try:
-            if await self._usable(operation):
-                try:
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        for sid in sids:
-                            pipe.delete(*self.layout.session(sid).entry)
-                        await pipe.execute()
-                    self.breaker.success()
+            if self.breaker.allow():
+                with contextlib.suppress(Exception):  # counted by _delete_entries; recorded below
+                    await self._delete_entries(list(sids))
                     for _ in sids:
                         self.events.cache_invalidation(reason)
                     return
-                except (RedisError, OSError) as exc:
-                    self._redis_failed(operation, exc)
         except BaseException:  # cancelled: the deletes may not have run
-            for sid in sids:
-                self._mark_dirty(sid)
+            self.sync.mark(sids)
             raise
-        for sid in sids:
-            self._mark_dirty(sid)
+        await self.sync.record(list(sids), operation)
 
     # -- reads -------------------------------------------------------------------------------
     async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         keys = self._keys(sid)
         token = ""
         result: CacheResult = "error"
-        if await self._usable("get_messages"):
+        if await self._trusts(sid):
             token = secrets.token_hex(8) if before_seq is None else ""
             args = [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
-                    self._lease_ms]  # fmt: skip
+                    self._lease_ms, self.sync.epoch]  # fmt: skip
             try:
                 reply = await self._read_script(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - any redis-py error: the read goes to PostgreSQL
                 self._redis_failed("get_messages", exc)
                 token = ""
             else:
@@ -250,11 +219,11 @@ class HybridStore(BaseStore):
 
     async def _fill(self, sid: str, keys: list[str], token: str, last_seq: int, owner: str | None,
                     messages: list[Message]) -> None:  # fmt: skip
+        args: list[str | int] = [token, last_seq, owner or "", self._ttl_ms, self.sync.epoch]
+        args.extend(map(encode_message, messages))
         try:
-            stored = await self._populate_script(
-                keys=keys, args=[token, last_seq, owner or "", self._ttl_ms, *map(encode_message, messages)]
-            )
-        except (RedisError, OSError) as exc:
+            stored = await self._populate_script(keys=keys, args=args)
+        except Exception as exc:  # noqa: BLE001 - any redis-py error: the populate is simply lost
             self._redis_failed("populate", exc)
             return
         self.breaker.success()
@@ -264,39 +233,47 @@ class HybridStore(BaseStore):
     async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
         try:
             stored = await self.durable._append(sid, uid, batch)
-        except (StoreUnavailable, asyncio.CancelledError):
-            # In doubt: the commit may have happened with its reply lost.  The cache is not
-            # touched now; the entry is dropped before the cache is used again.
-            self._mark_dirty(sid)
+        except StoreUnavailable as exc:
+            if exc.in_doubt:  # the commit may have happened with its reply lost
+                self.sync.mark([sid])
+            raise
+        except asyncio.CancelledError:
+            self.sync.mark([sid])
             raise
         try:
-            await self._extend(sid, stored)
+            extended = await self._extend(sid, stored)
         except BaseException:  # cancelled after the commit: the entry may lack these messages
-            self._mark_dirty(sid)
+            self.sync.mark([sid])
             raise
+        if not extended:
+            await self.sync.record([sid], "add_messages")
         return stored
 
-    async def _extend(self, sid: str, stored: list[Message]) -> None:
-        """Append committed messages to the cached window (1 Redis round trip)."""
-        if not await self._usable("add_messages"):
-            self._mark_dirty(sid)
-            return
+    async def _extend(self, sid: str, stored: list[Message]) -> bool:
+        """Append committed messages to the cached window (1 Redis round trip).
+
+        False when the entry may now miss them (Redis not usable or failed): the caller
+        records the session before acknowledging.
+        """
+        if not await self._trusts(sid):
+            return False
         args: list[str | int] = [
             stored[0].seq,
             self._ttl_ms,
             self._sliding,
             self.cache.size,
+            self.sync.epoch,
             *map(encode_message, stored),
         ]
         try:
             outcome = await self._append_script(keys=self._keys(sid), args=args)
-        except (RedisError, OSError) as exc:
-            self._mark_dirty(sid)
+        except Exception as exc:  # noqa: BLE001 - any redis-py error: the script may or may not have run
             self._redis_failed("add_messages", exc)
-            return
+            return False
         self.breaker.success()
         if outcome in ("gap", "epoch", "lost"):
             self.events.cache_invalidation(outcome)
+        return True
 
     # -- the rest is PostgreSQL's --------------------------------------------------------------
     async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
@@ -317,8 +294,12 @@ class HybridStore(BaseStore):
     async def _delete(self, sid: str, uid: str | None) -> bool:
         try:
             deleted = await self.durable._delete(sid, uid)
-        except (StoreUnavailable, asyncio.CancelledError):
-            self._mark_dirty(sid)  # in doubt: the delete may have committed
+        except StoreUnavailable as exc:
+            if exc.in_doubt:
+                self.sync.mark([sid])  # the delete may have committed
+            raise
+        except asyncio.CancelledError:
+            self.sync.mark([sid])
             raise
         if deleted:
             await self._drop([sid], "delete", "delete_session")
@@ -329,8 +310,12 @@ class HybridStore(BaseStore):
         while True:
             try:
                 batch = await self.durable.cleanup_batch(older_than, batch_size)
-            except (StoreUnavailable, asyncio.CancelledError):
-                self._invalidate_all()  # in doubt, and we do not know which sessions went
+            except StoreUnavailable as exc:
+                if exc.in_doubt:
+                    self.sync.invalidate_all()  # we do not know which sessions went
+                raise
+            except asyncio.CancelledError:
+                self.sync.invalidate_all()
                 raise
             if not batch:
                 break
@@ -346,12 +331,38 @@ class HybridStore(BaseStore):
         checks["cache_breaker"] = ("closed", "open", "half_open")[self.breaker.state]
         return checks
 
+    # -- inspection ----------------------------------------------------------------------------
+    async def inspect(self, session_id: str) -> CacheEntry:
+        """The raw cache entry of ``session_id`` (1 Redis round trip; no TTL refresh, no lease).
+
+        For checks and tools (the fault checker, tests): :meth:`servable` says whether a
+        read would serve it.  Redis errors propagate (this is not a request path).
+        """
+        keys = self.layout.session(validate_session_id(session_id))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.meta, [LAST, OWNER, EPOCH])
+            pipe.lrange(keys.messages, 0, -1)
+            pipe.pttl(keys.meta)
+            (last, owner, epoch), raw, pttl = await pipe.execute()
+        return CacheEntry(
+            None if last is None else int(last),
+            owner,
+            epoch,
+            tuple(raw),
+            pttl if pttl is not None and pttl >= 0 else None,
+        )
+
+    def servable(self, entry: CacheEntry) -> bool:
+        """Whether a read now would serve ``entry`` (the read script's rule, :func:`.rules.servable`)."""
+        return servable(entry.last, entry.epoch, len(entry.raw), self.sync.epoch)
+
     @property
     def dirty_sessions(self) -> int:
-        """Sessions whose cache entries will be dropped when Redis answers again."""
-        return len(self._dirty)
+        """Sessions whose cache entries this process will drop before trusting them again."""
+        return len(self.sync.dirty)
 
     async def _close(self) -> None:
+        await self.sync.stop()
         if self.owns_clients:
             try:
                 await self.redis.aclose()
