@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis
 from store.accesslog import read_trace
-from store.http.app import AccessLog, ServiceSettings, _Edge, create_app, openapi_document
+from store.http import AccessLog, ServiceSettings, create_app, openapi_document
+from store.http.middleware import _Edge
 from store.instrumentation.metrics import Metrics
 from store.settings import Settings
 

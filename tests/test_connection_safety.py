@@ -23,7 +23,7 @@ from store import StoreUnavailable, open_store
 from store.backends.hybrid import HybridStore, create_redis
 from store.backends.postgres import PostgresStore, create_pool
 from store.events import StoreEvents
-from store.http.app import ServiceSettings, create_app
+from store.http import ServiceSettings, create_app
 from store.protocol import SessionStore
 from store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
 

@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from store.http.app import ServiceSettings, create_app
+from store.http import ServiceSettings, create_app
 from store.settings import Settings
 
 AUTH = {"Authorization": "Bearer dev-fuzz"}

@@ -23,7 +23,8 @@ from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, generate_latest
 
 from store.backends.postgres import PostgresStore, create_pool
-from store.http.app import Authenticator, ServiceSettings, _Edge, create_app
+from store.http import Authenticator, ServiceSettings, create_app
+from store.http.middleware import _Edge
 from store.instrumentation.metrics import Metrics
 from store.settings import Settings
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.servers import free_port
 from store import open_store
-from store.http.app import ServiceSettings, create_app
+from store.http import ServiceSettings, create_app
 from store.instrumentation.telemetry import configure_tracing, traces_endpoint
 from store.instrumentation.wrapper import InstrumentedStore, sql_operation, trace_redis
 from store.settings import Settings

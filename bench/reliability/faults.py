@@ -479,7 +479,7 @@ async def in_process_service(database_url: str, redis_url: str, **options: Any) 
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from store.http.app import ServiceSettings, create_app
+    from store.http import ServiceSettings, create_app
     from store.settings import Settings
 
     settings = Settings(backend="hybrid", database_url=database_url, redis_url=redis_url).with_options(options)

@@ -1,12 +1,16 @@
-"""``sessionbench serve``: the HTTP service (:mod:`store.http.app`) on uvicorn.
+"""``sessionbench serve``: the HTTP service (:mod:`store.http`) on uvicorn.
 
 Servers come from :mod:`bench.servers`: embedded PostgreSQL and Redis by default,
 ``DATABASE_URL``/``REDIS_URL`` with ``--servers external`` (or ``auto`` when both are
 set); the memory backend needs none.  Service settings come from the environment
-(:meth:`store.http.app.ServiceSettings.from_env`).  Dev auth (``dev-<name>`` tokens) is on by
-default only when binding 127.0.0.1 with no tokens configured, and the start-up lines
-say so.  Ctrl-C or SIGTERM: uvicorn drains requests, the store closes its pools, the
+(:meth:`store.http.ServiceSettings.from_env`).  Dev auth (``dev-<name>`` tokens) is on by
+default only when binding a loopback address with no tokens configured, and the start-up
+lines say so.  Ctrl-C or SIGTERM: uvicorn drains requests, the store closes its pools, the
 embedded servers stop.
+
+Every argument and setting is checked before any server starts (:func:`check_bind`,
+``ServiceSettings.from_env``): a bad one is a ValueError, one line and exit 2 from
+:func:`bench.cli.main`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import replace
@@ -26,42 +32,80 @@ from bench.servers import MODES, open_servers
 from store.settings import BACKENDS, Settings
 
 LOOPBACK = "127.0.0.1"
+MAX_PORT = 65535
+
+DESCRIPTION = (
+    "Run the HTTP service on uvicorn. PostgreSQL and Redis are embedded ones by default, or the "
+    "servers in DATABASE_URL and REDIS_URL with --servers external (auto picks those when both are set); "
+    "the memory backend needs neither. Service settings come from SESSIONSTORE_* environment variables. "
+    "On a loopback address (127.0.0.1, ::1, localhost) with no SESSIONSTORE_TOKENS or "
+    "SESSIONSTORE_TOKENS_FILE, dev tokens are enabled (Bearer dev-<name> acts as user <name>); any other "
+    "address is refused unless tokens (or SESSIONSTORE_DEV_AUTH=1) are configured. Ctrl-C or SIGTERM "
+    "drains requests, closes the store and stops embedded servers."
+)
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
         help="run the HTTP service on uvicorn (embedded PostgreSQL + Redis by default)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=DESCRIPTION,
     )
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="store backend (default: SESSIONSTORE_BACKEND, else hybrid)")  # fmt: skip
-    p.add_argument("--host", default=LOOPBACK, help="address to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--host", default=LOOPBACK, metavar="ADDRESS",
+                   help="IP address or host name to bind (default: 127.0.0.1)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, metavar="PORT",
+                   help=f"TCP port number, 0 to {MAX_PORT} (default: 8000; 0 picks a free one)")  # fmt: skip
     p.add_argument("--servers", choices=[m for m in MODES if m != "docker"], default="auto",
                    help="where PostgreSQL and Redis come from (default: auto)")  # fmt: skip
-    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default: warning)")  # fmt: skip
     p.set_defaults(func=run)
 
 
+def check_bind(host: str, port: int) -> bool:
+    """Check ``--host``/``--port`` without binding anything; True when ``host`` is loopback.
+
+    A host name is resolved (``localhost`` is loopback when every address it resolves to
+    is); an empty host binds every interface, so it is not.  ValueError (one line) for a
+    port outside 0-65535 or a name that does not resolve.
+    """
+    if isinstance(port, bool) or not 0 <= port <= MAX_PORT:
+        raise ValueError(f"--port must be a TCP port number from 0 to {MAX_PORT} (0 picks a free one), not {port}")
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"--host {host!r} does not resolve to an address ({exc})") from None
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+    loopback = check_bind(args.host, args.port)  # before any import, server or setting
+
     import uvicorn
 
-    from store.http.app import ServiceSettings, create_app
+    from store.http import ServiceSettings, create_app
     from store.instrumentation.telemetry import TRACER_NAME, configure_tracing
 
     env = os.environ if environ is None else environ
     service = ServiceSettings.from_env(env)
     notes: list[str] = []
     if not service.tokens and not service.dev_auth:
-        if args.host != LOOPBACK:
+        if not loopback:
             raise ValueError(
-                f"no bearer tokens configured for {args.host}: set SESSIONSTORE_TOKENS or SESSIONSTORE_TOKENS_FILE "
-                "(dev tokens are enabled by default only on 127.0.0.1)"
+                f"no bearer tokens configured for {args.host}, which is not a loopback address: set "
+                "SESSIONSTORE_TOKENS or SESSIONSTORE_TOKENS_FILE (dev tokens are on by default only on loopback)"
             )
         service = replace(service, dev_auth=True)
-        notes.append("dev auth enabled because the service binds 127.0.0.1 and no tokens are configured")
-    elif service.dev_auth and args.host != LOOPBACK:
+        notes.append(f"dev auth enabled because the service binds {args.host} and no tokens are configured")
+    elif service.dev_auth and not loopback:
         notes.append(f"WARNING: dev tokens accepted on {args.host}; anyone who can connect can act as any user")
     provider = configure_tracing(env)
     tracer = provider.get_tracer(TRACER_NAME) if provider is not None else None
@@ -122,5 +166,6 @@ async def _serve(server: Any, host: str) -> None:
         await asyncio.sleep(0.05)
     if server.started:
         port = server.servers[0].sockets[0].getsockname()[1]
-        print(f"  listening on http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"  listening on http://{shown}:{port}  (Ctrl-C to stop)", flush=True)
     await task

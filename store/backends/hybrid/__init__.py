@@ -6,6 +6,7 @@
 layout is :mod:`.keys`, the message encoding :mod:`.codec`, the breaker :mod:`.breaker`.
 """
 
+from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
 from store.backends.hybrid.client import create_redis
 from store.backends.hybrid.codec import CacheEntry, decode_entries, decode_window, encode_message
@@ -24,5 +25,6 @@ __all__ = [
     "decode_entries",
     "decode_window",
     "encode_message",
+    "scripts",
     "servable",
 ]
