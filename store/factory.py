@@ -56,6 +56,7 @@ async def open_store(
         max_size=pg.max_size,
         command_timeout=pg.command_timeout,
         connect_timeout=pg.connect_timeout,
+        statement_cache_size=pg.statement_cache_size,
     )
     try:
         await migrate(pool)
@@ -65,10 +66,10 @@ async def open_store(
     durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events, owns_pool=True)
     if cfg.backend == "postgres":
         return durable
-    from store.backends.hybrid import HybridStore, create_redis
+    from store.backends.hybrid import HybridStore, open_redis
 
     try:
-        redis = create_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
+        redis = await open_redis(cfg.redis_url, cfg.redis)  # type: ignore[arg-type]
     except BaseException:
         await durable.close()
         raise

@@ -52,6 +52,8 @@ class RedisSettings:
     max_connections: int = 64
     breaker_failures: int = 3
     breaker_reset: float = 1.0
+    #: ``auto`` (ask the server), ``on`` (Redis Cluster) or ``off`` (a single server).
+    cluster: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class PostgresSettings:
     acquire_timeout: float = 2.0
     command_timeout: float = 10.0
     connect_timeout: float = 5.0
+    #: asyncpg's prepared-statement cache per connection; 0 behind PgBouncer in transaction
+    #: mode (its servers are shared between clients, so named statements go missing).
+    statement_cache_size: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ _ENV_KEYS = {
     "SESSIONSTORE_REDIS_TIMEOUT": "redis.socket_timeout",
     "SESSIONSTORE_PG_POOL_MAX": "postgres.max_size",
     "SESSIONSTORE_PG_ACQUIRE_TIMEOUT": "postgres.acquire_timeout",
+    "SESSIONSTORE_PG_STATEMENT_CACHE_SIZE": "postgres.statement_cache_size",
+    "SESSIONSTORE_REDIS_CLUSTER": "redis.cluster",
     "SESSIONSTORE_CONTENT_BYTES": "limits.content_bytes",
     "SESSIONSTORE_MEMORY_MAX_SESSIONS": "memory.max_sessions",
 }

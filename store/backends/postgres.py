@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -101,10 +103,49 @@ async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+class _QuietReconnects(logging.Filter):
+    """asyncpg's pool logs a warning with a traceback every time it fails to reopen its
+    ``min_size`` connections, which is every second of a PostgreSQL outage: keep the
+    first one of each outage (a minute apart at most), drop the repeats."""
+
+    MESSAGE = "Failed to restore the pool connection floor"
+
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last = float("-inf")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.MESSAGE):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True
+
+
+def _quiet_pool_logs() -> None:
+    logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _QuietReconnects) for f in logger.filters):
+        logger.addFilter(_QuietReconnects())
+
+
 async def create_pool(
-    url: str, *, min_size: int = 2, max_size: int = 20, command_timeout: float = 10.0, connect_timeout: float = 5.0
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 20,
+    command_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    statement_cache_size: int = 100,
 ) -> asyncpg.Pool:
-    """An asyncpg pool with the JSON codec the store expects.  The caller owns it."""
+    """An asyncpg pool with the JSON codec the store expects.  The caller owns it.
+
+    ``statement_cache_size=0`` for PgBouncer in transaction mode (no named statements
+    survive between transactions there).
+    """
+    _quiet_pool_logs()
     try:
         pool = await asyncpg.create_pool(
             url,
@@ -114,6 +155,7 @@ async def create_pool(
             timeout=connect_timeout,
             init=_init_connection,
             reset=_no_reset,
+            statement_cache_size=statement_cache_size,
         )
     except Exception as exc:  # a driver exception never escapes
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc

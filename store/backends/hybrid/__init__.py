@@ -8,7 +8,7 @@ layout is :mod:`.keys`, the message encoding :mod:`.codec`, the breaker :mod:`.b
 
 from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
-from store.backends.hybrid.client import create_redis
+from store.backends.hybrid.client import create_redis, is_cluster, open_redis
 from store.backends.hybrid.codec import CacheEntry, decode_entries, decode_window, encode_message
 from store.backends.hybrid.keys import KeyLayout, SessionKeys
 from store.backends.hybrid.rules import CacheModel, servable
@@ -25,6 +25,8 @@ __all__ = [
     "decode_entries",
     "decode_window",
     "encode_message",
+    "is_cluster",
+    "open_redis",
     "scripts",
     "servable",
 ]

@@ -53,12 +53,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from store.backends.base import BaseStore, Batch
 from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
-from store.backends.hybrid.client import redis_kind
+from store.backends.hybrid.client import RedisClient, redis_kind
 from store.backends.hybrid.codec import CacheEntry, decode_window, encode_message
 from store.backends.hybrid.keys import EPOCH, LAST, OWNER, KeyLayout
 from store.backends.hybrid.rules import servable
@@ -81,7 +79,7 @@ class HybridStore(BaseStore):
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         durable: PostgresStore,
         *,
         cache: CacheSettings | None = None,
