@@ -208,18 +208,18 @@ async def redis_bound(
     pool = await create_pool(database_url, min_size=1, max_size=concurrency)
     redis = create_redis(redis_url, RedisSettings(socket_timeout=5.0, connect_timeout=5.0))
     sids = [uuid.uuid4() for _ in range(sessions)]
+    cache = CacheSettings(size=window, key_prefix=key_prefix)
+    store = HybridStore(redis, PostgresStore(pool), cache=cache, breaker=RedisSettings(breaker_failures=1_000_000))
     try:
         await migrate(pool)
-        cache = CacheSettings(size=window, key_prefix=key_prefix)
-        store = HybridStore(redis, PostgresStore(pool), cache=cache, breaker=RedisSettings(breaker_failures=1_000_000))
-        keys = [k for sid in sids for k in store._keys(str(sid))[:2]]
+        keys = [k for sid in sids for k in store.layout.session(str(sid)).entry[:2]]
         async with pool.acquire() as conn:
             await _insert_history(conn, sids, history, content_bytes)
         t0 = time.perf_counter()
         sem = asyncio.Semaphore(concurrency)
         # open the pool's connections and load the scripts first: only cache entries should count
         await asyncio.gather(*(store.get_messages(sids[0]) for _ in range(concurrency)))
-        await redis.delete(*store._keys(str(sids[0]))[:3])
+        await redis.delete(*store.layout.session(str(sids[0])).entry)
         base = await _used_memory(redis)
 
         async def read(sid: uuid.UUID) -> None:
@@ -242,7 +242,7 @@ async def redis_bound(
         lengths: list[int] = []
         entry_bytes: list[int] = []
         for sid in sids:
-            entries = await redis.lrange(store._keys(str(sid))[0], 0, -1)
+            entries = await redis.lrange(store.layout.session(str(sid)).messages, 0, -1)
             lengths.append(len(entries))
             entry_bytes.extend(len(e.encode() if isinstance(e, str) else e) for e in entries)
         mean_entry = sum(entry_bytes) / max(1, len(entry_bytes))
@@ -252,9 +252,10 @@ async def redis_bound(
         with contextlib.suppress(Exception):  # best effort: leave nothing of ours behind
             async with pool.acquire() as conn:
                 await conn.execute("DELETE FROM chat_sessions WHERE session_id = ANY($1::uuid[])", sids)
-            left = [k async for k in redis.scan_iter(match=f"{key_prefix}:*", count=1000)]
+            left = [k async for k in redis.scan_iter(match=store.layout.pattern(), count=1000)]
             if left:
                 await redis.delete(*left)
+        await store.close()  # its sync loop; the clients are closed here
         await redis.aclose()
         await pool.close()
     return RedisFigures(sessions, window, history, history + 2 * extra_turns, mean_entry, predicted, keys_populated,
@@ -364,6 +365,7 @@ async def cleanup_bound(
         seqs = [m.seq for m in await store.get_messages(active, limit=1000)]
         total = len(before) + len(during)
         intact = seqs == list(range(max(1, total - 999), total + 1))
+        await store.close()  # stops a hybrid's sync loop; the clients are closed below
     finally:
         if redis is not None:
             await redis.aclose()

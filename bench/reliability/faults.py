@@ -47,7 +47,8 @@ import redis.asyncio as aioredis
 
 from bench.servers import EmbeddedPostgres, EmbeddedRedis, free_port, open_servers
 from bench.service.process import ServiceProcess
-from store.backends.hybrid import decode_entries
+from store.backends.hybrid import KeyLayout, decode_entries, servable
+from store.backends.hybrid.keys import EPOCH, LAST
 from store.models import Message
 
 USER = "faults"
@@ -319,26 +320,41 @@ class CacheCheck:
 
 
 async def check_cache(database_url: str, redis_url: str, *, key_prefix: str = "sb") -> CacheCheck:
-    """Decode every live cache window in Redis and compare it with PostgreSQL.
+    """Decode every servable cache window in Redis and compare it with PostgreSQL.
 
-    A live window (its epoch is the current one) must be exactly PostgreSQL's last
-    messages up to the session's ``last_seq``: contiguous, same roles and contents, and
-    ending at ``last_seq`` (an entry that missed an append is stale).  Windows from an
-    older epoch are never served; they are counted as ``retired``.
+    Servable is the read script's rule (:func:`store.backends.hybrid.servable`): the
+    entry's epoch is the current one (PostgreSQL's ``sessionstore_cache_epoch``) and its
+    list is present.  Such a window must be exactly PostgreSQL's last messages up to the
+    session's ``last_seq``: contiguous, same roles and contents, and ending at
+    ``last_seq`` (an entry that missed an append is stale).  Entries that are not
+    servable, or whose session is recorded in ``sessionstore_cache_invalidations`` (no
+    process trusts it until it is deleted), are never served: they count as ``retired``.
     """
+    layout = KeyLayout(key_prefix)
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        epoch = str(await conn.fetchval("SELECT epoch FROM sessionstore_cache_epoch"))
+        pending = {str(r[0]) for r in await conn.fetch("SELECT session_id FROM sessionstore_cache_invalidations")}
+    finally:
+        await conn.close()
     client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
     windows: dict[str, tuple[int, list[Message]]] = {}
     retired = 0
     try:
-        epoch = await client.get(f"{key_prefix}:epoch") or "0"
-        async for key in client.scan_iter(match=f"{key_prefix}:{{*}}:h", count=500):
+        async for key in client.scan_iter(match=layout.pattern(), count=500):
+            if not key.endswith(":h"):
+                continue
             sid = key[len(key_prefix) + 2 : -3]
-            last, owner_epoch = await client.hmget(key, ["last", "epoch"])
+            keys = layout.session(sid)
+            last, entry_epoch = await client.hmget(keys.meta, [LAST, EPOCH])
             if last is None:
                 continue
-            raw = await client.lrange(f"{key_prefix}:{{{sid}}}:m", 0, -1)
-            if owner_epoch != epoch or (not raw and int(last) > 0):
-                retired += 1  # the read script treats both as a miss: never served
+            raw = await client.lrange(keys.messages, 0, -1)
+            if (
+                not servable(int(last), None if entry_epoch is None else str(entry_epoch), len(raw), epoch)
+                or sid in pending
+            ):
+                retired += 1  # the store treats it as a miss: never served
                 continue
             windows[sid] = (int(last), decode_entries(sid, [str(x) for x in raw]))
     finally:
