@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bench.reliability.cycles import format_store_cycles, run_store_cycles, schedule
 from bench.reliability.faults import (
     Ledger,
     LoadOptions,
@@ -164,6 +165,40 @@ async def test_service_sigkill_and_restart_under_load(database_url: str, redis_u
     assert_nothing_lost_or_stale(report)
     assert report.statuses.get("none", 0) > 0  # the kill really cut requests off
     assert report.recovery_seconds is not None
+
+
+# ----------------------------------------------------------------------------- repeated faults
+
+CYCLES = 10 if LONG else 1  # x2 PostgreSQL crashes and x2 Redis faults (kill, freeze) per level
+
+
+async def test_repeated_postgres_and_redis_faults_at_the_store_level(
+    postgres_server: EmbeddedPostgres, redis_server: EmbeddedRedis, database_url: str, redis_url: str
+) -> None:
+    """16 clients on the store through repeated PostgreSQL kill -9s and Redis kills/freezes: no exception escapes
+    the store, no acknowledged write is lost, no read misses one, no cache window is stale afterwards."""
+    fault = schedule(postgres_server, redis_server, CYCLES, down=0.3, up=0.7)
+    report = await run_store_cycles(fault, database_url=database_url, redis_url=redis_url, clients=16)
+    print("\n" + format_store_cycles([report]))
+    assert fault.done == 4 * CYCLES
+    assert report.acknowledged > 0
+    assert report.store_errors.get("StoreUnavailable", 0) > 0  # the faults really failed calls
+    assert report.escaped == {}, report.examples
+    assert (report.lost, report.stale_during, report.stale_after) == (0, 0, 0), report.examples
+    assert report.stale_cache_entries == 0, report.examples
+
+
+async def test_repeated_postgres_and_redis_faults_over_http(
+    service: str, postgres_server: EmbeddedPostgres, redis_server: EmbeddedRedis, database_url: str, redis_url: str
+) -> None:
+    """The same faults under 16 HTTP clients: 503s while PostgreSQL is down, no other 5xx; nothing lost or stale."""
+    fault = schedule(postgres_server, redis_server, CYCLES, down=0.3, up=0.7)
+    load = LoadOptions(sessions=32, concurrency=16, rate=300)
+    report = await run_fault(fault, service, database_url=database_url, redis_url=redis_url, load=load,
+                             timeline=Timeline(before=0.5, fault=0.0, after=2.5))  # fmt: skip
+    assert fault.done == 4 * CYCLES
+    assert_nothing_lost_or_stale(report)
+    assert report.statuses.get("503", 0) > 0  # PostgreSQL really was down
 
 
 # ----------------------------------------------------------------------------- the checkers catch what they claim to

@@ -768,12 +768,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--sessions", type=int, default=32, help="sessions the load writes to (32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the reports to this JSON file")
+    p.add_argument(
+        "--cycles",
+        type=int,
+        metavar="N",
+        help="instead: repeated faults, 2N PostgreSQL kill -9 + restarts and 2N Redis kills/freezes (0.3 s each, "
+        "0.7 s apart) under --concurrency clients, first calling the store directly, then over HTTP",
+    )
     p.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
     # the in-process service warns once per refused request during an outage; the table counts them
     logging.basicConfig(level=logging.ERROR)
+    if args.cycles is not None:
+        return _cycles_command(args)
     load = LoadOptions(sessions=args.sessions, concurrency=args.concurrency, rate=args.rate, seed=args.seed)
     timeline = Timeline(before=args.before, fault=args.seconds, after=args.after)
     with open_servers("embedded") as servers:
@@ -792,3 +801,26 @@ if __name__ == "__main__":  # pragma: no cover
     from bench.cli import main
 
     sys.exit(main(["faults", *sys.argv[1:]]))
+
+
+def _cycles_command(args: argparse.Namespace) -> int:
+    from bench.reliability.cycles import format_store_cycles, run_both
+
+    if not 1 <= args.cycles <= 1000 or not 1 <= args.concurrency <= 256:
+        raise ValueError("--cycles must be 1 to 1000 and --concurrency 1 to 256")
+    with open_servers("embedded") as servers:
+        if servers.postgres is None or servers.redis is None:
+            raise ValueError("fault injection needs embedded servers")
+        print(f"servers: {servers.describe()}", flush=True)
+        store_report, http_report = asyncio.run(
+            run_both(servers.postgres, servers.redis, servers.database_url, servers.redis_url, cycles=args.cycles,
+                     clients=args.concurrency, down=0.3, up=0.7)
+        )  # fmt: skip
+    print("store level:", format_store_cycles([store_report]))
+    print("HTTP level:")
+    print(format_reports([http_report]))
+    print(f"HTTP 5xx other than 503: {http_report.server_errors_other_than_503}")
+    if args.json:
+        args.json.write_text(json.dumps({"store": asdict(store_report), "http": asdict(http_report)}, indent=2) + "\n")
+    clean = store_report.clean and http_report.ok and http_report.server_errors_other_than_503 == 0
+    return 0 if clean else 1
