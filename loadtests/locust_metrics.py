@@ -23,7 +23,7 @@ Exported names (the Grafana load-test dashboard queries exactly these):
 ``locust_cache_read_response_time_seconds{result,quantile}``    gauge   read latency by cache result
 ==============================================  ========  =====================================================
 
-``name`` values are the request groups of ``locustfile.py`` (``messages.read``, ...);
+``name`` values are the request groups of ``groups.py`` (``messages.read``, ...);
 the response-time gauges also carry ``name="Aggregated", method=""`` (percentiles of
 all requests; they cannot be summed), the counters do not (sum them instead).
 """
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from loadtests.groups import hit_ratio
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999, 1.0)
 CURRENT_QUANTILES = (0.5, 0.95, 0.99)
@@ -104,9 +106,8 @@ class LocustCollector:
         total = stats.total
         fail_ratio = total.num_failures / total.num_requests if total.num_requests else 0.0
         yield GaugeMetricFamily("locust_fail_ratio", "Failed / all requests", value=fail_ratio)
-        counted = sum(cache_counts.get(k, 0) for k in ("hit", "miss", "bypass"))
-        if counted:
-            ratio = cache_counts.get("hit", 0) / counted
+        ratio = hit_ratio(cache_counts)
+        if ratio is not None:
             yield GaugeMetricFamily("locust_cache_hit_ratio", "X-Cache hit / (hit + miss + bypass)", value=ratio)
 
 
@@ -132,7 +133,7 @@ def serve(collector: LocustCollector, host: str, port: int) -> Any:
         from prometheus_client import CollectorRegistry, make_wsgi_app
     except ImportError as exc:  # the locustfile must run without it unless asked
         raise SystemExit("--prometheus-port needs prometheus-client: pip install prometheus-client") from exc
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import WSGIServer  # type: ignore[import-untyped]
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

@@ -5,13 +5,19 @@ Point it at any deployment with the same API; only Locust is needed::
     locust -f loadtests/locustfile.py --host https://staging.example \\
         --headless -u 50 -r 10 -t 5m --think-scale 1 --p95 "messages.read=250,*=1000" --max-fail-ratio 0.01
 
-Each simulated user is one person chatting the way ``bench.harness.workload.Workload``
-describes (see ``chat_model.py``): visits of a heavy-tailed number of turns; a turn
-appends the user's message, reads the last ``read_limit`` messages (the ``X-Cache``
-response header is counted: hit / miss / bypass), waits for "the model", appends
-an assistant reply of realistic size, sometimes pages back through history, then
-thinks.  A visit starts by resuming a session whose resume gap has passed, or a new
-one; it sometimes lists the user's sessions, searches, or exports a session.
+(``locust -f "$(sessionbench loadtest --locustfile)"`` where sessionbench is installed.)
+
+Locust runs every user as a gevent greenlet, so the user is a ``FastHttpUser``
+(geventhttpclient: less CPU per request than ``HttpUser``'s requests) and its waits are
+gevent sleeps that yield to the other users.
+Each simulated user is one person chatting the way ``bench.harness.workload`` describes
+(see ``chat_model.py``; ``fallback.py`` where sessionbench is not installed): visits of
+a heavy-tailed number of turns; a turn appends the user's message, reads the last
+``read_limit`` messages (the ``X-Cache`` response header is counted: hit / miss /
+bypass), waits for "the model", appends an assistant reply of realistic size,
+sometimes pages back through history, then thinks.  A visit starts by resuming a
+session whose resume gap has passed, or a new one; it sometimes lists the user's
+sessions, searches, or exports a session.
 
 Requests are grouped by ``name=`` (no session ids in the statistics):
 
@@ -21,8 +27,10 @@ Requests are grouped by ``name=`` (no session ids in the statistics):
 
 ``X-Cache`` results are extra statistics rows with method ``X-Cache`` (``hit``,
 ``miss``, ``bypass``, ``none``), carrying the latency of the reads that got that
-result.  They are logged into their own rows only, so Locust's ``Aggregated`` row,
-its request rate and its failure ratio count real requests only.  The client hit
+result.  Locust's usual way to add statistics, ``environment.events.request.fire``,
+would also count every read a second time in ``Aggregated``; these rows are logged into
+their own entries only, so ``Aggregated``, the request rate and the failure ratio count
+real requests only.  The client hit
 ratio, hit / (hit + miss + bypass), is printed at the end, written to
 ``--summary-file`` and exported as ``locust_cache_hit_ratio``.
 
@@ -53,32 +61,31 @@ from typing import Any
 from locust import FastHttpUser, events, task
 from locust.runners import WorkerRunner
 
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:  # Locust adds the locustfile's folder; be explicit for other loaders
-    sys.path.insert(0, _HERE)
+# Locust loads this file as the top-level module ``locustfile``: make the folder's parent
+# importable so the siblings load as the package ``loadtests`` (a checkout, site-packages,
+# or wherever the folder was copied).
+_PARENT = str(Path(__file__).resolve().parents[1])
+if _PARENT not in sys.path:
+    sys.path.insert(0, _PARENT)
 
-# Import every sibling now: Locust takes the folder off sys.path again after loading this file.
-import chat_model  # noqa: E402 - needs the sys.path line above
-import locust_metrics  # noqa: E402 - prometheus_client itself is imported only for --prometheus-port
-import shapes  # noqa: E402 - imported as a module so Locust does not pick a shape class by itself
-import thresholds as th  # noqa: E402
+# shapes is imported as a module, so Locust does not pick one of its shape classes by itself.
+from loadtests import chat_model, locust_metrics, shapes  # noqa: E402 - needs the sys.path line above
+from loadtests import thresholds as th  # noqa: E402
+from loadtests.groups import (  # noqa: E402
+    APPEND_ASSISTANT,
+    APPEND_USER,
+    CACHE_METHOD,
+    CACHE_RESULTS,
+    CREATE,
+    EXPORT,
+    GET_SESSION,
+    LIST,
+    PAGE,
+    READ,
+    SEARCH,
+)
 
 logger = logging.getLogger("sessionbench.locust")
-
-CACHE_METHOD = "X-Cache"
-CACHE_RESULTS = ("hit", "miss", "bypass", "none")
-
-# Request groups (the ``name=`` of every request).
-CREATE = "sessions.create"
-GET_SESSION = "sessions.get"
-LIST = "sessions.list"
-APPEND_USER = "messages.append_user"
-READ = "messages.read"
-APPEND_ASSISTANT = "messages.append_assistant"
-PAGE = "messages.page"
-SEARCH = "search"
-EXPORT = "sessions.export"
-GROUPS = (CREATE, GET_SESSION, LIST, APPEND_USER, READ, APPEND_ASSISTANT, PAGE, SEARCH, EXPORT)
 
 MAX_PENDING_RESUMES = 1000  # per user; beyond this the furthest-due resume is forgotten
 EXPORT_FORMATS = ("jsonl", "csv", "markdown")
@@ -87,9 +94,9 @@ EXPORT_FORMATS = ("jsonl", "csv", "markdown")
 # --------------------------------------------------------------------------- options
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _add_options(parser: Any) -> None:
-    defaults, _ = chat_model.workload_defaults()
+    defaults = chat_model.defaults()
     a = parser.add_argument
     # workload
     a("--seed", type=int, default=defaults["seed"], help="workload seed (users derive theirs from it)")
@@ -162,7 +169,6 @@ class Config:
     list_p: float
     search_p: float
     export_p: float
-    corpus: str
     workload_source: str
 
 
@@ -185,19 +191,14 @@ def config_for(options: Any) -> Config:
     cached = _config_cache.get(key)
     if cached is not None:
         return cached
-    defaults, source = chat_model.workload_defaults()
-    params = {**defaults, **chat_model.parse_overrides(options.workload or "", defaults)}
-    if options.think_scale < 0:
-        raise ValueError("--think-scale must be >= 0")
     config = Config(
-        model=chat_model.ChatModel(params, think_scale=options.think_scale),
+        model=chat_model.ChatModel(chat_model.workload_from(options.workload or ""), think_scale=options.think_scale),
         seed=options.seed,
         tokens=tokens_from_env(options.dev_users),
         list_p=options.list_probability,
         search_p=options.search_probability,
         export_p=options.export_probability,
-        corpus=chat_model.make_corpus(options.seed),
-        workload_source=source,
+        workload_source=chat_model.SOURCE,
     )
     _config_cache[key] = config
     return config
@@ -305,7 +306,7 @@ class ChatUser(FastHttpUser):
         st.current = session
         st.turns_left = cfg.model.turns(st.rng)
         if st.rng.random() < cfg.search_p:
-            term = st.rng.choice(chat_model.SEARCH_TERMS)
+            term = chat_model.search_term(st.rng)
             self.client.get(f"/v1/search?q={term}&limit=20", name=SEARCH, headers=self.headers)
 
     def _end_visit(self) -> None:
@@ -330,7 +331,7 @@ class ChatUser(FastHttpUser):
         session = st.current
         assert session is not None
         path = f"/v1/sessions/{session.session_id}/messages"
-        content = chat_model.text(self.cfg.corpus, st.rng, model.user_bytes(st.rng))
+        content = chat_model.text(st.rng, model.user_bytes(st.rng))
         resp = self.client.post(path, json={"role": "user", "content": content}, name=APPEND_USER,
                                 headers=self.headers)  # fmt: skip
         if _ok(resp):
@@ -339,7 +340,7 @@ class ChatUser(FastHttpUser):
         answer_wait = model.response_time(st.rng)  # "the model" thinking between read and reply
         if answer_wait > 0:
             self._sleep(answer_wait)
-        content = chat_model.text(self.cfg.corpus, st.rng, model.assistant_bytes(st.rng))
+        content = chat_model.text(st.rng, model.assistant_bytes(st.rng))
         resp = self.client.post(path, json={"role": "assistant", "content": content}, name=APPEND_ASSISTANT,
                                 headers=self.headers)  # fmt: skip
         if _ok(resp):
@@ -354,8 +355,8 @@ class ChatUser(FastHttpUser):
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         if not _ok(resp):
             return None
-        value = (resp.headers.get("X-Cache") if resp.headers else None) or "none"
-        value = value.strip().lower()
+        header = (resp.headers.get("X-Cache") if resp.headers else None) or "none"
+        value = str(header).strip().lower()
         self.environment.stats.get(value if value in CACHE_RESULTS else "none", CACHE_METHOD).log(elapsed_ms, 0)
         try:
             messages = resp.json().get("messages") or []
@@ -389,7 +390,7 @@ def snapshot_from_stats(stats: Any) -> th.Snapshot:
     return th.Snapshot(groups=groups, total=group(stats.total), cache=cache)
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]
 def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
     options = environment.parsed_options
     if options is None or isinstance(runner, WorkerRunner):
@@ -400,7 +401,7 @@ def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
         shape = shape_from(options)
     except (ValueError, th.ThresholdError) as exc:
         raise SystemExit(f"sessionbench: {exc}") from None
-    logger.info("workload defaults from %s; %d auth token(s)", cfg.workload_source, len(cfg.tokens))
+    logger.info("workload model from %s; %d auth token(s)", cfg.workload_source, len(cfg.tokens))
     if shape is not None:
         shape.runner = runner
         environment.shape_class = shape
@@ -411,7 +412,7 @@ def _on_init(environment: Any, runner: Any = None, **_kwargs: Any) -> None:
         logger.info("Prometheus metrics on http://%s:%d/metrics", options.prometheus_host, options.prometheus_port)
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _on_quitting(environment: Any, **_kwargs: Any) -> None:
     runner = environment.runner
     if runner is None or isinstance(runner, WorkerRunner):
@@ -439,7 +440,9 @@ def _on_quitting(environment: Any, **_kwargs: Any) -> None:
             k: getattr(options, k, None)
             for k in ("seed", "think_scale", "workload", "shape", "num_users", "spawn_rate", "run_time", "host")
         }
-        Path(options.summary_file).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        path = Path(options.summary_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def _ok(resp: Any) -> bool:

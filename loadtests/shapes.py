@@ -16,7 +16,7 @@ has its own default duration when ``-t`` is not given, and stops the run at the 
 The schedule of each shape is a pure function of the elapsed time,
 :meth:`ChatShape.users_at`, so it can be printed or tested without running Locust::
 
-    python -c "import shapes; s = shapes.build('spike', peak=50); print([s.users_at(t) for t in range(0, 120, 10)])"
+    python -c "from loadtests import shapes; s = shapes.build('spike', peak=50); print(s.users_at(30))"
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ChatShape(LoadTestShape):
     use_common_options = True  # -u, -r and -t are read (as peak, spawn rate and duration)
 
     def __init__(self, *, peak: int, spawn_rate: float | None = None, duration: float | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if peak < 1:
             raise ValueError("a load shape needs at least one user (-u)")
         self.peak = peak
@@ -49,7 +49,7 @@ class ChatShape(LoadTestShape):
         raise NotImplementedError
 
     def tick(self) -> tuple[int, float] | None:
-        t = self.get_run_time()
+        t: float = self.get_run_time()  # type: ignore[no-untyped-call]
         if t >= self.duration:
             return None
         return self.users_at(t), self.spawn_rate

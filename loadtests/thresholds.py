@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests.groups import hit_ratio
+
 #: percentile key -> quantile (``max`` is the largest response time seen).
 PERCENTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999, "max": 1.0}
 SCALARS = ("max_fail_ratio", "min_rps", "min_hit_ratio")
@@ -80,8 +82,7 @@ class Snapshot:
     @property
     def hit_ratio(self) -> float | None:
         """hit / (hit + miss + bypass); ``None`` when no read carried an ``X-Cache`` header."""
-        counted = sum(self.cache.get(k, 0) for k in ("hit", "miss", "bypass"))
-        return self.cache.get("hit", 0) / counted if counted else None
+        return hit_ratio(self.cache)
 
     def to_json(self) -> dict[str, Any]:
         def group(g: GroupStats) -> dict[str, Any]:

@@ -25,7 +25,8 @@ clock).  It is lazy and keeps only live sessions in memory.
 Defaults describe a modest service (about 8,600 new conversations a day, a few
 turns each, a third of them coming back later) replayed 120x faster: about
 250-300 operations per second of replay once warm.  The Locust load test imports
-these defaults, so they are the one source of truth for "realistic traffic".
+:class:`Workload` and :class:`Draws` (``loadtests/chat_model.py``), so they are the one
+source of truth for "realistic traffic".
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 
 from store.accesslog import TraceEvent
 
-__all__ = ["Workload", "events_per_second", "generate"]
+__all__ = ["Draws", "Workload", "events_per_second", "generate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,59 @@ class Workload:
         return traffic_seconds / self.time_compression
 
 
+class Draws:
+    """A workload's random draws, each taking the caller's ``random.Random``.
+
+    :func:`generate` draws with these and so does the Locust user: the same workload and
+    the same generator state give the same turns, waits and sizes.  Waits are traffic
+    seconds (``Workload.replay_seconds`` converts them); a zero median draws no wait.
+    """
+
+    __slots__ = ("_assistant", "_gap", "_response", "_resume", "_skew", "_think", "_turns", "_user", "workload")
+
+    def __init__(self, workload: Workload) -> None:
+        w = self.workload = workload
+        self._turns = (w.turns_median / 2 ** (1 / w.turns_tail), -1.0 / w.turns_tail, w.turns_max)
+        self._skew = w.popularity_skew
+        self._resume = w.resume_probability
+        self._think = (_log(w.think_time_median), w.think_time_sigma)
+        self._response = (_log(w.response_time_median), w.response_time_sigma)
+        self._gap = (_log(w.resume_gap_median), w.resume_gap_sigma)
+        self._user = (_log(w.user_bytes_median), w.user_bytes_sigma, w.max_message_bytes)
+        self._assistant = (_log(w.assistant_bytes_median), w.assistant_bytes_sigma, w.max_message_bytes)
+
+    def turns(self, rng: random.Random) -> int:
+        """Turns in one visit: Pareto above ``turns_median / 2**(1/turns_tail)``, 1 to ``turns_max``."""
+        xm, exponent, most = self._turns
+        draw: float = xm * (1.0 - rng.random()) ** exponent
+        return min(most, max(1, math.ceil(draw)))
+
+    def resume_probability(self, rng: random.Random) -> float:
+        """A new session's chance of coming back after each visit: its popularity weight times the base."""
+        weight: float = (1.0 - self._skew) * (1.0 - rng.random()) ** (-self._skew)
+        return min(0.95, self._resume * weight)
+
+    def think_time(self, rng: random.Random) -> float:
+        mu, sigma = self._think
+        return 0.0 if mu == -math.inf else rng.lognormvariate(mu, sigma)
+
+    def response_time(self, rng: random.Random) -> float:
+        mu, sigma = self._response
+        return 0.0 if mu == -math.inf else rng.lognormvariate(mu, sigma)
+
+    def resume_gap(self, rng: random.Random) -> float:
+        mu, sigma = self._gap
+        return 0.0 if mu == -math.inf else rng.lognormvariate(mu, sigma)
+
+    def user_bytes(self, rng: random.Random) -> int:
+        mu, sigma, most = self._user
+        return max(1, min(most, round(rng.lognormvariate(mu, sigma))))
+
+    def assistant_bytes(self, rng: random.Random) -> int:
+        mu, sigma, most = self._assistant
+        return max(1, min(most, round(rng.lognormvariate(mu, sigma))))
+
+
 def events_per_second(workload: Workload) -> float:
     """A rough steady-state estimate of trace events per replay second (for progress and sizing)."""
     alpha = workload.turns_tail
@@ -175,12 +229,12 @@ def generate(workload: Workload) -> Iterator[TraceEvent]:
     """
     w = workload
     rng = random.Random(w.seed)
+    draws = Draws(w)
+    turns, resume_probability = draws.turns, draws.resume_probability
+    think_time, response_time, resume_gap = draws.think_time, draws.response_time, draws.resume_gap
+    user_bytes, assistant_bytes = draws.user_bytes, draws.assistant_bytes
     scale = 1.0 / w.time_compression
     end = w.duration * w.time_compression  # in traffic seconds
-    turns_xm = w.turns_median / 2 ** (1 / w.turns_tail)
-    think_mu, answer_mu = _log(w.think_time_median), _log(w.response_time_median)
-    gap_mu = _log(w.resume_gap_median)
-    user_mu, assistant_mu = _log(w.user_bytes_median), _log(w.assistant_bytes_median)
     limit = w.read_limit
 
     # Per live session: [messages so far, turns left in this visit, resume probability].
@@ -190,20 +244,13 @@ def generate(workload: Workload) -> Iterator[TraceEvent]:
     next_session = 0
     next_arrival = rng.expovariate(w.new_sessions_per_s)
 
-    def turns() -> int:
-        draw: float = turns_xm * (1.0 - rng.random()) ** (-1.0 / w.turns_tail)
-        return min(w.turns_max, max(1, math.ceil(draw)))
-
-    def size(mu: float, sigma: float) -> int:
-        return max(1, min(w.max_message_bytes, round(rng.lognormvariate(mu, sigma))))
-
     while True:
         if heap and heap[0][0] <= next_arrival:
             t, _, action, index = heapq.heappop(heap)
         else:
             t, action, index = next_arrival, _TURN, next_session
-            weight = (1.0 - w.popularity_skew) * (1.0 - rng.random()) ** (-w.popularity_skew)
-            live[index] = [0, turns(), min(0.95, w.resume_probability * weight)]
+            resume = resume_probability(rng)  # drawn before the turns, as ever
+            live[index] = [0, turns(rng), resume]
             next_session += 1
             next_arrival += rng.expovariate(w.new_sessions_per_s)
         if t > end:
@@ -213,21 +260,21 @@ def generate(workload: Workload) -> Iterator[TraceEvent]:
         at = round(t * scale, 6)
         if action == _TURN:
             state[0] += 1
-            yield TraceEvent(at, key, "append", "u", (size(user_mu, w.user_bytes_sigma),))
+            yield TraceEvent(at, key, "append", "u", (user_bytes(rng),))
             yield TraceEvent(at, key, "read", limit=limit)
             if state[0] > limit and rng.random() < w.page_probability:
                 yield TraceEvent(at, key, "read", limit=limit, before=state[0] + 1 - limit)
             counter += 1
-            heapq.heappush(heap, (t + _draw(rng, answer_mu, w.response_time_sigma), counter, _ANSWER, index))
+            heapq.heappush(heap, (t + response_time(rng), counter, _ANSWER, index))
             continue
         state[0] += 1
-        yield TraceEvent(at, key, "append", "a", (size(assistant_mu, w.assistant_bytes_sigma),))
+        yield TraceEvent(at, key, "append", "a", (assistant_bytes(rng),))
         state[1] -= 1
         if state[1] > 0:
-            delay = _draw(rng, think_mu, w.think_time_sigma)
+            delay = think_time(rng)
         elif rng.random() < state[2]:
-            state[1] = turns()
-            delay = _draw(rng, gap_mu, w.resume_gap_sigma)
+            state[1] = turns(rng)
+            delay = resume_gap(rng)
         else:
             del live[index]
             continue
@@ -237,10 +284,3 @@ def generate(workload: Workload) -> Iterator[TraceEvent]:
 
 def _log(median: float) -> float:
     return math.log(median) if median > 0 else -math.inf
-
-
-def _draw(rng: random.Random, mu: float, sigma: float) -> float:
-    """A log-normal draw; a zero median means "no delay"."""
-    if mu == -math.inf:
-        return 0.0
-    return rng.lognormvariate(mu, sigma)

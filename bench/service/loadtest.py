@@ -3,11 +3,12 @@
 One configuration (``--backend hybrid``, the default) or several in turn
 (``--compare memory,postgres,hybrid``).  For each configuration, in order:
 
-1. reset the servers: drop and recreate PostgreSQL's ``public`` schema (the
-   service migrates it again on start) and ``FLUSHALL`` Redis;
+1. reset the servers as ``compare`` does (drop every table in PostgreSQL's ``public``
+   schema, which the service migrates again on start, and ``FLUSHALL`` Redis);
 2. start ``sessionbench serve --backend B`` on 127.0.0.1 and a free port, against
    the same embedded PostgreSQL and Redis (``--servers external``);
-3. run ``locust -f loadtests/locustfile.py --headless`` against it (same seed, users,
+3. run Locust headless on the shipped locustfile (``--locustfile`` prints its path;
+   the package ``loadtests``) against it (same seed, users,
    duration and think scale for every configuration; bounded users and time; the
    process is stopped if it overruns), sampling the CPU of Locust, the service,
    PostgreSQL and Redis with psutil;
@@ -31,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,11 +44,11 @@ from typing import IO, Any
 
 import psutil
 
+from bench.harness.results import reset_servers
 from bench.servers import Servers, open_servers
 from bench.service.process import ServiceError, ServiceProcess
+from store.settings import BACKENDS
 
-LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
-BACKENDS = ("memory", "postgres", "hybrid")
 MAX_USERS = 1000
 MAX_DURATION = 900.0
 SATURATED = 0.9  # cores: a single-threaded process above this is the bottleneck
@@ -56,17 +58,7 @@ MEMORY_NOTE = (
     "on restart."
 )
 OPERATIONAL_ROUTES = frozenset({"/readyz", "/healthz", "/metrics"})  # probes and scrapes, not load
-GROUP_ORDER = (
-    "messages.append_user",
-    "messages.read",
-    "messages.append_assistant",
-    "messages.page",
-    "sessions.create",
-    "sessions.get",
-    "sessions.list",
-    "search",
-    "sessions.export",
-)
+_LOCUST_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 class LoadtestError(ServiceError):
@@ -74,6 +66,21 @@ class LoadtestError(ServiceError):
 
 
 # --------------------------------------------------------------------------- options
+
+
+def parse_duration(text: str) -> float:
+    """``-t``: plain seconds (``15``, ``2.5``) or Locust's form (``20s``, ``2m``, ``1h30m``) -> seconds.
+
+    ``ValueError`` (one line naming the option) for anything else.
+    """
+    value = text.strip()
+    with contextlib.suppress(ValueError):
+        return float(value)
+    match = _LOCUST_DURATION.fullmatch(value)
+    if value and match:
+        hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        return float(hours * 3600 + minutes * 60 + seconds)
+    raise ValueError(f"-t/--duration: {text!r} is not a duration: give seconds (15, 2.5) or Locust's 20s, 2m, 1h30m")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +101,25 @@ class LoadtestOptions:
             raise ValueError(f"--duration must be between 1 and {MAX_DURATION:g} seconds")
         if self.spawn_rate <= 0 or self.think_scale < 0 or self.processes < 0:
             raise ValueError("--spawn-rate must be > 0, --think-scale and --processes >= 0")
+        from loadtests.chat_model import workload_from
+
+        workload_from(self.workload)  # what the locustfile will build: out-of-range values fail here, before any server
 
 
 # --------------------------------------------------------------------------- the service
 
 
-def reset_state(database_url: str, redis_url: str) -> None:
-    """Drop and recreate PostgreSQL's ``public`` schema and ``FLUSHALL`` Redis (fresh schema per run)."""
-
-    async def reset() -> None:
-        import asyncpg
-        import redis.asyncio as aioredis
-
-        conn = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
-        finally:
-            await conn.close()
-        client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-        try:
-            await client.flushall()
-        finally:
-            await client.aclose()
-
-    asyncio.run(reset())
+def locustfile() -> Path:
+    """The locustfile shipped in the distribution (package ``loadtests``, beside ``bench`` and ``store``)."""
+    try:
+        from loadtests import LOCUSTFILE
+    except ImportError:
+        raise FileNotFoundError(
+            "the Locust files (package loadtests) are not installed: reinstall sessionbench"
+        ) from None
+    if not LOCUSTFILE.is_file():
+        raise FileNotFoundError(f"{LOCUSTFILE} is missing: reinstall sessionbench")
+    return LOCUSTFILE
 
 
 # --------------------------------------------------------------------------- Locust
@@ -182,7 +184,7 @@ class LocustRun:
 
 def locust_command(host: str, options: LoadtestOptions, out_prefix: Path, summary: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
+        sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless", "--host", host,
         "-u", str(options.users), "-r", f"{options.spawn_rate:g}", "-t", f"{math.ceil(options.duration)}s",
         "--only-summary", "--seed", str(options.seed), "--think-scale", f"{options.think_scale:g}",
         "--summary-file", str(summary), "--csv", str(out_prefix), "--html", f"{out_prefix}.html",
@@ -203,8 +205,6 @@ def run_locust(
     env: Mapping[str, str] | None = None,
 ) -> LocustRun:
     """Run Locust headless against ``host``; bounded by ``duration`` + 60 s, then stopped by PID."""
-    if not LOCUSTFILE.exists():
-        raise LoadtestError(f"{LOCUSTFILE} is missing (run from a checkout of the project)")
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     summary_path = out_prefix.with_name(out_prefix.name + "_summary.json")
     log_path = out_prefix.with_name(out_prefix.name + "_locust.log")
@@ -278,8 +278,9 @@ class ServiceFigures:
 
     @property
     def hit_ratio(self) -> float | None:
-        counted = sum(self.cache.get(k, 0.0) for k in ("hit", "miss", "bypass"))
-        return self.cache.get("hit", 0.0) / counted if counted else None
+        from loadtests.groups import hit_ratio
+
+        return hit_ratio(self.cache)
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -344,7 +345,7 @@ def run_configuration(
     backend: str, servers: Servers, options: LoadtestOptions, out_dir: Path, *, log: IO[str] = sys.stdout
 ) -> ConfigResult:
     """Reset the servers, start the service with ``backend``, run Locust against it, scrape, stop."""
-    reset_state(servers.database_url, servers.redis_url)
+    asyncio.run(reset_servers(servers.database_url, servers.redis_url))
     service = ServiceProcess(
         backend,
         database_url=servers.database_url,
@@ -382,6 +383,8 @@ def _ratio(value: float | None) -> str:
 
 def format_table(results: Sequence[ConfigResult]) -> str:
     """One row per figure, one column per configuration."""
+    from loadtests.groups import CACHE_RESULTS, GROUPS
+
     rows: list[tuple[str, list[str]]] = []
 
     def row(label: str, values: list[str]) -> None:
@@ -393,9 +396,11 @@ def format_table(results: Sequence[ConfigResult]) -> str:
     row("requests / failures", [f"{s['total']['count']} / {s['total']['failures']}" for s in summaries])
     row("hit ratio: client X-Cache", [_ratio(s.get("hit_ratio")) for s in summaries])
     row("hit ratio: service /metrics", [_ratio(r.service.hit_ratio) for r in results])
-    cache_keys = ("hit", "miss", "bypass", "none")
-    row("X-Cache hit/miss/bypass/none", ["/".join(str(s["cache"].get(k, 0)) for k in cache_keys) for s in summaries])
-    groups = [g for g in GROUP_ORDER if any(g in s["groups"] for s in summaries)]
+    row(
+        f"X-Cache {'/'.join(CACHE_RESULTS)}",
+        ["/".join(str(s["cache"].get(k, 0)) for k in CACHE_RESULTS) for s in summaries],
+    )
+    groups = [g for g in GROUPS if any(g in s["groups"] for s in summaries)]
     groups += sorted({g for s in summaries for g in s["groups"]} - set(groups))
     for g in groups:
         values = []
@@ -470,39 +475,72 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "loadtest",
         help="the HTTP service on embedded servers + a short headless Locust run (or --compare configurations)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="The HTTP service on embedded servers and a short headless Locust run against it, for one "
+        "configuration or several in turn (--compare); one side-by-side table at the end.",
+    )
+    p.add_argument(
+        "--locustfile",
+        action="store_true",
+        help='print the path of the locustfile shipped with sessionbench and exit: locust -f "$(sessionbench '
+        'loadtest --locustfile)"',
     )
     p.add_argument("--backend", choices=BACKENDS, default="hybrid", help="service configuration (default hybrid)")
     p.add_argument(
-        "--compare", default=None, help="comma-separated configurations run in turn, e.g. memory,postgres,hybrid"
+        "--compare",
+        default=None,
+        metavar="LIST",
+        help="comma-separated configurations run in turn, e.g. memory,postgres,hybrid",
     )
-    p.add_argument("-u", "--users", type=int, default=10, help=f"simulated users (default 10, at most {MAX_USERS})")
     p.add_argument(
-        "-r", "--spawn-rate", type=float, default=None, help="users started per second (default: all at once)"
+        "-u", "--users", type=int, default=10, metavar="N", help=f"simulated users (default 10, at most {MAX_USERS})"
+    )
+    p.add_argument(
+        "-r",
+        "--spawn-rate",
+        type=float,
+        default=None,
+        metavar="USERS_PER_S",
+        help="users started per second (default: all at once)",
     )
     p.add_argument(
         "-t",
         "--duration",
+        default="15",
+        metavar="S|XhYmZs",
+        help=f"load per configuration: seconds (15, 2.5) or Locust's form (20s, 2m, 1h30m); "
+        f"default 15 s, at most {MAX_DURATION:g} s",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="workload seed, the same for every configuration")
+    p.add_argument(
+        "--think-scale",
         type=float,
-        default=15.0,
-        help=f"seconds of load per configuration (default 15, at most {MAX_DURATION:g})",
-    )
-    p.add_argument("--seed", type=int, default=0, help="workload seed, the same for every configuration")
-    p.add_argument(
-        "--think-scale", type=float, default=1.0, help="scale the workload's waits (0: no waits, closed loop)"
+        default=1.0,
+        metavar="X",
+        help="multiply the workload's waits (default 1; 0: no waits, closed loop)",
     )
     p.add_argument(
-        "--workload", default="", help="workload overrides 'name=value,...' (bench.harness.workload.Workload fields)"
+        "--workload",
+        default="",
+        metavar="NAME=VALUE,...",
+        help="workload overrides (fields of bench.harness.workload.Workload), e.g. think_time_median=10",
     )
-    p.add_argument("--processes", type=int, default=0, help="Locust worker processes (0: one process)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default results/loadtest-<time>/)")
+    p.add_argument(
+        "--processes", type=int, default=0, metavar="N", help="Locust worker processes (default 0: one process)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output folder (default results/loadtest-<time>/)"
+    )
     p.add_argument(
         "locust_args", nargs=argparse.REMAINDER, help="after '--': more Locust options, e.g. -- --p95 '*=500'"
     )
-    p.set_defaults(func=_cmd_loadtest)  # fmt: skip
+    p.set_defaults(func=_cmd_loadtest)
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
+    shipped = locustfile()  # first: the options below are checked with the package's own model
+    if args.locustfile:
+        print(shipped)
+        return 0
     configs = [c.strip() for c in (args.compare or args.backend).split(",") if c.strip()]
     unknown = [c for c in configs if c not in BACKENDS]
     if unknown or not configs:
@@ -513,8 +551,9 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     options = LoadtestOptions(
-        users=args.users, spawn_rate=args.spawn_rate or float(args.users), duration=args.duration, seed=args.seed,
-        think_scale=args.think_scale, workload=args.workload, processes=args.processes, locust_args=tuple(extra),
+        users=args.users, spawn_rate=args.spawn_rate or float(args.users), duration=parse_duration(args.duration),
+        seed=args.seed, think_scale=args.think_scale, workload=args.workload, processes=args.processes,
+        locust_args=tuple(extra),
     )  # fmt: skip
     out_dir = args.out or Path("results") / time.strftime("loadtest-%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
