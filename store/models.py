@@ -18,9 +18,14 @@ EXPORT_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "markdown"})
 CacheResult = Literal["hit", "miss", "bypass", "error"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
-    """One stored message.  ``seq`` is 1, 2, 3, ... per session, in append order."""
+    """One stored message.  ``seq`` is 1, 2, 3, ... per session, in append order.
+
+    Plain data, built fresh for every result (a window of 20 is decoded on every cache
+    hit, and a frozen dataclass costs about three times as much to build): what a store
+    returns belongs to the caller, and changing it changes nothing stored.
+    """
 
     session_id: str
     seq: int
@@ -52,9 +57,9 @@ class Message:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Session:
-    """A conversation.  ``last_seq`` is the number of messages ever appended."""
+    """A conversation.  ``last_seq`` is the number of messages ever appended (plain data, like Message)."""
 
     session_id: str
     user_id: str | None

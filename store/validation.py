@@ -46,12 +46,17 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def validate_session_id(session_id: str | uuid.UUID | None, *, field: str = "session_id") -> str:
     """Return the canonical (lowercase, hyphenated) form of a UUID session id."""
     if isinstance(session_id, uuid.UUID):
         return str(session_id)
     if not isinstance(session_id, str):
         raise ValidationError(field, "must be a UUID string")
+    if _CANONICAL_UUID.fullmatch(session_id):
+        return session_id  # already canonical (the common case): no parse, no new string
     if len(session_id) > 64:
         raise ValidationError(field, "is not a UUID")
     try:
@@ -73,11 +78,14 @@ def validate_user_id(user_id: str | None, limits: Limits) -> str | None:
 
 
 def validate_metadata(metadata: Mapping[str, Any] | None, limits: Limits, *, field: str = "metadata") -> dict[str, Any]:
-    """Metadata is a JSON object of bounded encoded size; return a plain-dict copy."""
+    """Metadata is a JSON object of bounded encoded size, no NUL, integers within 64 bits;
+    return a plain-dict copy (every backend and the cache then return the same value)."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise ValidationError(field, "must be a JSON object")
+    if not metadata:
+        return {}
     try:
         encoded = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -89,7 +97,26 @@ def validate_metadata(metadata: Mapping[str, Any] | None, limits: Limits, *, fie
     if len(encoded.encode()) > limits.metadata_bytes:
         raise ValidationError(field, f"is larger than {limits.metadata_bytes} bytes encoded")
     decoded: dict[str, Any] = json.loads(encoded)
+    if _LONG_NUMBER.search(encoded) and _has_wide_int(decoded):
+        raise ValidationError(field, "holds an integer beyond 64 bits (JSON libraries disagree on those)")
     return decoded
+
+
+# A run of 19+ digits may be an integer beyond 64 bits; only then is the value walked.
+_LONG_NUMBER = re.compile(r"\d{19,}")
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _has_wide_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value not in _INT_RANGE
+    if isinstance(value, dict):
+        return any(_has_wide_int(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_wide_int(v) for v in value)
+    return False
 
 
 def validate_content(content: str, limits: Limits, *, field: str = "content") -> str:

@@ -130,6 +130,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     ("meta-object", lambda s: s.add_message(SID, "user", "x", {"k": object()}), "messages[0].metadata"),
     ("meta-set", lambda s: s.add_message(SID, "user", "x", {"k": {1, 2}}), "messages[0].metadata"),
     ("meta-nan", lambda s: s.add_message(SID, "user", "x", {"k": float("nan")}), "messages[0].metadata"),
+    ("meta-wide-int", lambda s: s.add_message(SID, "user", "x", {"k": 2**64}), "messages[0].metadata"),
     ("meta-tuple-key", lambda s: s.add_message(SID, "user", "x", {(1, 2): "v"}), "messages[0].metadata"),  # type: ignore[dict-item]
     ("meta-nul", lambda s: s.add_message(SID, "user", "x", {"k": "a\x00"}), "messages[0].metadata"),
     ("meta-surrogate", lambda s: s.add_message(SID, "user", "x", {"k": "\udc80"}), "messages[0].metadata"),
@@ -424,10 +425,12 @@ def test_before_seq_passes_iff_none_or_a_positive_bigint(value: object) -> None:
 @example(meta={"k": ["\\\x00"]})
 @example(meta={"k": "\udc80"})
 def test_json_metadata_round_trips_or_is_rejected_for_size_or_nul(meta: dict[str, Any]) -> None:
-    """A JSON object is returned equal (as a copy) unless its encoding is over the limit or holds a NUL or surrogate."""
+    """A JSON object is returned equal (as a copy) unless its encoding is over the limit or holds a NUL, a
+    surrogate or an integer beyond 64 bits."""
     encoded = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
     texts = "".join(_strings(meta))
     storable = "\x00" not in texts and not any("\ud800" <= c <= "\udfff" for c in texts)
+    storable = storable and all(-(2**63) <= n < 2**64 for n in _ints(meta))
     if storable and len(encoded.encode(errors="replace")) <= SMALL.metadata_bytes:
         result = validate_metadata(meta, SMALL)
         assert result == meta
@@ -436,6 +439,18 @@ def test_json_metadata_round_trips_or_is_rejected_for_size_or_nul(meta: dict[str
         with pytest.raises(ValidationError) as caught:
             validate_metadata(meta, SMALL)
         assert caught.value.field == "metadata"
+
+
+def _ints(value: Any) -> Iterator[int]:
+    """Every integer in a JSON-shaped value (not booleans)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _ints(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _ints(v)
 
 
 def _strings(value: Any) -> Iterator[str]:

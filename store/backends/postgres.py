@@ -240,10 +240,7 @@ class PostgresStore(BaseStore):
         A connection that failed other than by a server error (lost, timed out, in an
         unknown protocol state) is terminated, never handed to the next caller.
         """
-        try:
-            conn = await self.pool.acquire(timeout=self.acquire_timeout)
-        except Exception as exc:  # a driver exception never escapes
-            raise self._unavailable(operation, exc, in_doubt=False) from exc
+        conn = await self._acquire(operation)
         try:
             return await fn(conn)
         except Exception as exc:  # a driver exception never escapes
@@ -253,6 +250,15 @@ class PostgresStore(BaseStore):
             raise self._unavailable(operation, exc, in_doubt=not refused) from exc
         finally:
             await self._release(conn)
+
+    async def _acquire(self, operation: str) -> Any:
+        """A pooled connection within ``acquire_timeout`` (an ``asyncio.timeout`` scope: one timer,
+        where asyncpg's own ``acquire(timeout=...)`` runs ``wait_for``, a task per call)."""
+        try:
+            async with asyncio.timeout(self.acquire_timeout):
+                return await self.pool.acquire()
+        except Exception as exc:  # a driver exception never escapes
+            raise self._unavailable(operation, exc, in_doubt=False) from exc
 
     async def _release(self, conn: Any) -> None:
         try:
@@ -377,10 +383,7 @@ class PostgresStore(BaseStore):
             "SELECT session_id, seq, role, content, created_at, metadata FROM chat_messages "
             "WHERE session_id = $1 ORDER BY seq"
         )
-        try:
-            conn = await self.pool.acquire(timeout=self.acquire_timeout)
-        except Exception as exc:  # a driver exception never escapes
-            raise self._unavailable("export", exc, in_doubt=False) from exc
+        conn = await self._acquire("export")
         try:
             async with conn.transaction():
                 async for row in conn.cursor(q, uuid.UUID(sid), prefetch=500):
@@ -396,7 +399,7 @@ class PostgresStore(BaseStore):
         return {"postgres": await probe(self._ping(), seconds)}
 
     async def _ping(self) -> None:
-        async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
+        async with self.pool.acquire() as conn:  # bounded by probe(); not counted as an operation error
             await conn.fetchval("SELECT 1")
 
     async def _close(self) -> None:

@@ -1,30 +1,31 @@
 """How a message is encoded in the cache: a compact JSON array per message.
 
-A cached message is ``[seq, role, content, created_at, metadata]``; the read script
-returns a whole window as one JSON array of those, decoded in one call.
+A cached message is ``[seq, role, content, created_at, metadata]`` (UTF-8 JSON, written
+by orjson); the read script returns a whole window as one JSON array of those, decoded
+in one ``orjson.loads`` call.  Metadata is validated to JSON that every library reads the
+same way (integers within 64 bits), so orjson and the stdlib agree on every entry.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+
 from store.models import Message
 
 
-def encode_message(m: Message) -> str:
+def encode_message(m: Message) -> bytes:
     """A cached message: the JSON array ``[seq, role, content, created_at, metadata]``."""
-    return json.dumps(
-        [m.seq, m.role, m.content, m.created_at.isoformat(), m.metadata], ensure_ascii=False, separators=(",", ":")
-    )
+    return orjson.dumps([m.seq, m.role, m.content, m.created_at.isoformat(), m.metadata])
 
 
-def decode_window(session_id: str, blob: str) -> list[Message]:
+def decode_window(session_id: str, blob: str | bytes) -> list[Message]:
     """Messages from a JSON array of encoded messages (what the read script returns)."""
     fromiso = datetime.fromisoformat
-    return [Message(session_id, s, r, c, fromiso(t), m) for s, r, c, t, m in json.loads(blob)]
+    return [Message(session_id, s, r, c, fromiso(t), m) for s, r, c, t, m in orjson.loads(blob)]
 
 
 def decode_entries(session_id: str, entries: Sequence[str]) -> list[Message]:

@@ -4,12 +4,21 @@
 with committed messages only if they follow it exactly, ``populate.lua`` stores a
 window read from PostgreSQL only if the lease still holds.  :mod:`.rules` restates the
 same rules in Python; a test runs both on the same operations and compares.
+
+:class:`LuaScript` calls one by SHA (``EVALSHA``, one round trip) and loads it on
+``NOSCRIPT`` (a restarted or failed-over server); on a Redis Cluster the client routes
+the call by its keys' slot and loads the script on every primary.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
 
 NAMES: tuple[str, ...] = ("read", "append", "populate")
 
@@ -20,3 +29,25 @@ def source(name: str) -> str:
     if name not in NAMES:
         raise KeyError(name)
     return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class LuaScript:
+    """One script bound to a client: ``await script(keys, args)`` runs it (1 round trip)."""
+
+    __slots__ = ("client", "sha", "source")
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.source = source(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.load()
+            return await self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def load(self) -> None:
+        """``SCRIPT LOAD`` (on every primary of a cluster)."""
+        await self.client.script_load(self.source)

@@ -95,13 +95,15 @@ class HybridStore(BaseStore):
         breaker_cfg = breaker or RedisSettings()
         self.events = events
         self.breaker = CircuitBreaker(breaker_cfg.breaker_failures, breaker_cfg.breaker_reset, events)
-        self._read_script = redis.register_script(scripts.source("read"))
-        self._append_script = redis.register_script(scripts.source("append"))
-        self._populate_script = redis.register_script(scripts.source("populate"))
+        self._read_script = scripts.LuaScript(redis, "read")
+        self._append_script = scripts.LuaScript(redis, "append")
+        self._populate_script = scripts.LuaScript(redis, "populate")
         self._ttl_ms = str(max(1, int(self.cache.ttl * 1000)))
         self._lease_ms = str(max(1, int(self.cache.lease_ttl * 1000)))
         self._sliding = "1" if self.cache.sliding else "0"
         self.layout = KeyLayout(self.cache.key_prefix)
+        self._token_prefix = secrets.token_hex(8) + ":"
+        self._leases = 0
         self.sync = CacheSync(
             durable._run,
             self._delete_entries,
@@ -120,7 +122,7 @@ class HybridStore(BaseStore):
         """
         try:
             for script in (self._read_script, self._append_script, self._populate_script):
-                await self.redis.script_load(script.script)
+                await script.load()
         except Exception as exc:  # noqa: BLE001 - any redis-py error (RedisError, RedisClusterException, OSError)
             self.events.error("redis", "load_scripts", redis_kind(exc))
             return False
@@ -128,6 +130,11 @@ class HybridStore(BaseStore):
 
     def _keys(self, sid: str) -> list[str]:
         return self.layout.script_keys(sid)
+
+    def _lease_token(self) -> str:
+        """Unique across processes and reads: a random per-store prefix and a counter (no syscall per read)."""
+        self._leases += 1
+        return f"{self._token_prefix}{self._leases}"
 
     # -- Redis plumbing ----------------------------------------------------------------------
     def _redis_failed(self, operation: str, exc: BaseException) -> None:
@@ -177,7 +184,7 @@ class HybridStore(BaseStore):
         token = ""
         result: CacheResult = "error"
         if await self._trusts(sid):
-            token = secrets.token_hex(8) if before_seq is None else ""
+            token = self._lease_token() if before_seq is None else ""
             args = [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
                     self._lease_ms, self.sync.epoch]  # fmt: skip
             try:
@@ -217,7 +224,7 @@ class HybridStore(BaseStore):
 
     async def _fill(self, sid: str, keys: list[str], token: str, last_seq: int, owner: str | None,
                     messages: list[Message]) -> None:  # fmt: skip
-        args: list[str | int] = [token, last_seq, owner or "", self._ttl_ms, self.sync.epoch]
+        args: list[str | int | bytes] = [token, last_seq, owner or "", self._ttl_ms, self.sync.epoch]
         args.extend(map(encode_message, messages))
         try:
             stored = await self._populate_script(keys=keys, args=args)
@@ -255,7 +262,7 @@ class HybridStore(BaseStore):
         """
         if not await self._trusts(sid):
             return False
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             stored[0].seq,
             self._ttl_ms,
             self._sliding,
