@@ -160,3 +160,46 @@ def test_instruments_are_reported_but_never_fail_the_gate(tmp_path: Path, capsys
         b["extra_info"]["gate"] = b["extra_info"]["config"] != "postgres"
     assert main(["regress", str(base), str(_write(tmp_path / "slow.json", slow))]) == 0
     assert "slower" in capsys.readouterr().out
+
+
+V1_RESULT = Path(__file__).parent / "data" / "compare_result_v1.json"
+
+
+def test_compare_results_are_gated_on_the_registry_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A compare result.json against itself passes; its hybrid reads 60% slower per second fail the gate."""
+    from bench.harness.metrics import REGISTRY
+
+    scenarios = load(V1_RESULT)
+    gated = {m.gate for m in REGISTRY if m.gate}
+    assert gated == {"append", "read", "read.hit", "turn"}
+    # The reference (seed) has no cache-hit histogram, so read.hit is only gated against a column that has one.
+    assert {"hybrid:read", "hybrid:append", "postgres:read", "floor-asyncpg:append"} <= set(scenarios)
+    assert "hybrid:read.hit" not in scenarios
+    assert all(s.reference == f"seed:{name.split(':')[1]}" for name, s in scenarios.items())
+    assert main(["regress", str(V1_RESULT), str(V1_RESULT)]) == 0
+    # A longer run: the fixture's 3 s repeated, so the per-second samples can be significant.
+    data = json.loads(V1_RESULT.read_text())
+    for c in data["configs"]:
+        c["series"] = [{**s, "t": s["t"] + 3 * k} for k in range(8) for s in c["series"]]
+    base = _write(tmp_path / "base.json", data)
+    hybrid = next(c for c in data["configs"] if c["name"] == "hybrid")
+    for interval in hybrid["series"]:
+        if "read" in interval["p50_ms"]:
+            interval["p50_ms"]["read"] *= 1.6
+    slower = _write(tmp_path / "slower.json", data)
+    capsys.readouterr()
+    assert main(["regress", "--threshold", "0.25", str(base), str(slower)]) == 1
+    first_row = capsys.readouterr().out.splitlines()[2]
+    assert first_row.startswith("hybrid:read ")
+    assert "REGRESSION" in first_row
+
+
+def test_a_v2_result_gives_the_same_scenarios_as_the_v1_file_it_was_read_from(tmp_path: Path) -> None:
+    """Re-writing a v1 result in the current format changes no scenario ratio of the gate."""
+    from bench.harness.results import ResultFile
+
+    v2 = _write(tmp_path / "v2.json", ResultFile.load(V1_RESULT).to_json())
+    old, new = load(V1_RESULT), load(v2)
+    assert set(old) == set(new)
+    for name, scenario in old.items():
+        assert new[name].samples == pytest.approx(scenario.samples)

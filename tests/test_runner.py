@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from bench.harness.floors import AsyncpgFloor, RedisFloor
+from bench.harness.floors import AsyncpgFloor, HybridFloor, RedisFloor
 from bench.harness.results import DriverCallCounter
-from bench.harness.runner import NoopTarget, RunOptions, RunResult, run_closed, run_open, run_turns
+from bench.harness.runner import NoopTarget, RunOptions, RunResult, run_closed, run_open, run_turns, session_uuid
 from bench.servers import Servers
 from store.accesslog import TraceEvent
 
@@ -151,28 +153,77 @@ async def test_closed_model_keeps_each_session_on_one_client_in_order() -> None:
 
 
 async def test_driver_call_counter_counts_one_request_per_round_trip(servers: Servers) -> None:
-    """The bare floors make exactly 3 PostgreSQL or 3 Redis requests per turn, and the counter sees each."""
+    """Per turn the bare floors make exactly 3 PG, 3 Redis, or 2 PG + 3 Redis requests, and the counter sees each."""
     pg = await AsyncpgFloor.open(servers.database_url)
     rd = await RedisFloor.open(servers.redis_url)
+    hy = await HybridFloor.open(servers.database_url, servers.redis_url)
     try:
-        for target, attr in ((pg, "postgres"), (rd, "redis")):
+        for target, per_turn in ((pg, (3, 0)), (rd, (0, 3)), (hy, (2, 3))):
+            run = uuid.uuid4().hex[:8]  # floors share floor_messages (and servers may be reused): fresh sessions
+            sessions = [f"{target.name}-{run}-c{i}" for i in range(4)]
             # Warm the pools first: a new connection's handshake is a real but one-off request.
-            await run_turns(target, [f"c{i}" for i in range(4)], clients=2, duration=0.1, warmup=0.0)
+            await run_turns(target, sessions, clients=2, duration=0.1, warmup=0.0)
             with DriverCallCounter() as calls:
-                result = await run_turns(target, [f"c{i}" for i in range(4)], clients=2, duration=0.3, warmup=0.0)
-            other = "redis" if attr == "postgres" else "postgres"
+                result = await run_turns(target, sessions, clients=2, duration=0.3, warmup=0.0)
+            assert not result.errors
             assert result.window_turns > 0
-            assert getattr(calls, attr) == 3 * result.window_turns
-            assert getattr(calls, other) == 0
+            assert (calls.postgres, calls.redis) == (
+                per_turn[0] * result.window_turns,
+                per_turn[1] * result.window_turns,
+            )
     finally:
         await pg.close()
         await rd.close()
+        await hy.close()
+
+
+async def test_floor_hybrid_makes_one_insert_and_one_pipeline_per_append_and_one_lrange_per_read(
+    servers: Servers,
+) -> None:
+    """floor-hybrid: an append is 1 PostgreSQL + 1 Redis request, a read 1 Redis request, counted client-side."""
+    floor = await HybridFloor.open(servers.database_url, servers.redis_url, window=50, ttl=60.0)
+    sessions = [f"fh-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
+    try:
+        await floor.append(sessions[0], "u", (10,))  # the pools' first connections are one-off requests
+        await floor.read(sessions[0], 20, None)
+        with DriverCallCounter() as appends:
+            for i in range(20):
+                await floor.append(sessions[i % 4], "u" if i % 2 == 0 else "a", (200,))
+        assert (appends.postgres, appends.redis) == (20, 20)
+        with DriverCallCounter() as batch:
+            await floor.append(sessions[1], "ua", (200, 800))  # a whole turn in one INSERT and one pipeline
+        assert (batch.postgres, batch.redis) == (1, 1)
+        with DriverCallCounter() as reads:
+            for i in range(12):
+                await floor.read(sessions[i % 4], 20, None)
+        assert (reads.postgres, reads.redis) == (0, 12)
+        # The pipeline keeps the window, a TTL and the hybrid's entry shape: [seq, role, content, created_at, meta].
+        key = floor.cache.key(sessions[1])
+        entries = await floor.cache.redis.lrange(key, 0, -1)
+        assert [json.loads(e)[:2] for e in entries[-2:]] == [[6, "user"], [7, "assistant"]]
+        assert 0 < await floor.cache.redis.pttl(key) <= 60_000
+        rows = await floor.database.pool.fetchval(
+            "SELECT count(*) FROM floor_messages WHERE session_id = $1", uuid.UUID(session_uuid(sessions[1]))
+        )
+        assert rows == 7
+    finally:
+        await floor.close()
+
+
+async def test_open_model_records_the_offered_load_apart_from_what_completed() -> None:
+    """run_open counts the operations its schedule offered and the schedule's length, beside those completed."""
+    result = await run_open(NoopTarget(), _reads(1.0, 200, 10), RunOptions(duration=1.0, max_lag_ms=50))
+    assert result.offered == 200
+    assert result.schedule_s == 1.0
+    assert result.counts["read"] == 200
+    closed = await run_closed(NoopTarget(), _reads(1.0, 200, 10), clients=2, duration=5)
+    assert closed.offered is None
 
 
 async def test_turn_runner_records_turns_and_per_operation_histograms() -> None:
     """run_turns reports completed turns per second and a histogram for the turn and each step."""
     result = await run_turns(NoopTarget(), [f"t{i}" for i in range(8)], clients=4, duration=0.3, warmup=0.1)
-    assert result.turns > 100
+    assert result.turns > 0  # how many depends on the machine; the counts below must agree exactly
     assert result.counts["append"] == 2 * result.counts["turn"]
     assert result.counts["read"] == result.counts["turn"]
     assert result.window_turns >= result.turns

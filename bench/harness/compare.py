@@ -6,10 +6,14 @@ model), close it, and read the servers' counters.  Then write
 ``results/<timestamp>/result.json`` (raw figures, :mod:`bench.harness.results`) and render the
 table and ``report.html`` from that file alone (:mod:`bench.harness.report`).
 
+Every store column is also divided by the bare-driver floor that makes the same round
+trips (hybrid hit reads by ``floor-redis``, hybrid appends by ``floor-hybrid``, postgres
+by ``floor-asyncpg``; :data:`bench.harness.floors.FLOOR_OF`): the "÷ its floor" rows.
+
 ``--closed-turns`` runs issue 3's benchmark instead: 16 clients doing whole turns
 (append ~200 B, read the last 20, append ~800 B) on sessions with 20 and 200
 messages of history, for every configuration including the bare-driver floors, and
-prints the ratios issue 3 sets as targets with pass/miss.
+prints the target ratios with pass/miss.
 
 ``--generator-check`` measures the load generator itself with a no-op store: the
 highest operation rate it can schedule on one core, and its CPU use at the chosen
@@ -24,17 +28,17 @@ import importlib
 import importlib.util
 import itertools
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from tqdm import tqdm
+from typing import Any, TextIO
 
 from bench.harness import report
 from bench.harness import results as measure
 from bench.harness.floors import FLOORS, open_floor
+from bench.harness.results import ResultFile, RunRecord, TurnSettings
 from bench.harness.runner import (
     NoopTarget,
     RunOptions,
@@ -52,10 +56,31 @@ from store import open_store
 from store.accesslog import TraceEvent, read_trace, write_trace
 from store.settings import BACKENDS, Settings
 
-DEFAULT_CONFIGS = ("memory", "postgres", "hybrid", "seed", "floor-asyncpg", "floor-redis")
+DEFAULT_CONFIGS = ("memory", "postgres", "hybrid", "seed", "floor-asyncpg", "floor-redis", "floor-hybrid")
 SEED_MODULE = "bench.harness.seed"
+#: Replay seconds per configuration: seven columns of 17 s take about as long as six of 20 s did.
+DEFAULT_DURATION = 17.0
 QUICK_DURATION = 3.0
 QUICK_TURN_SECONDS = 1.5
+
+DESCRIPTION = """\
+The same seeded chat workload against every configuration, one after another, on the same
+servers with a fresh schema each (tables dropped, FLUSHALL). Prints one column per
+configuration with ratios against a reference column, a legend and a conclusion, and writes
+results/<UTC time>/result.json (raw figures) and report.html, both rendered from the JSON
+alone (sessionbench report re-renders them).
+
+Columns: store specs (memory, postgres, hybrid, e.g. 'hybrid?cache_size=20'), the seed's
+design (seed), and the bare-driver floors: floor-asyncpg (one INSERT or SELECT), floor-redis
+(RPUSH+LTRIM or LRANGE) and floor-hybrid (INSERT then one RPUSH+LTRIM+PEXPIRE pipeline, or
+LRANGE). Each store column is also divided by the floor that makes the same round trips
+(hybrid hit reads by floor-redis, hybrid appends by floor-hybrid, postgres by floor-asyncpg).
+
+Open model by default (operations start on the workload's schedule; latency counts from
+when each was due); --clients N for a closed model; --closed-turns for the fixed-turn
+benchmark (16 clients, histories 20 and 200) with its target ratios; --generator-check
+measures the load generator itself.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +142,8 @@ async def open_target(
     if config.kind == "noop":
         return NoopTarget(), {}
     if config.kind == "floor":
-        return await open_floor(config.name, database_url, redis_url), {"floor": config.name}
+        floor = await open_floor(config.name, database_url, redis_url, window=cache_size, ttl=ttl_replay)
+        return floor, {"floor": config.name}
     if config.kind == "seed":
         module = importlib.import_module(SEED_MODULE)
         seed = await module.open_seed_baseline(database_url, redis_url)
@@ -128,28 +154,90 @@ async def open_target(
     return StoreTarget(store, config.name, cached=settings.backend == "hybrid"), _describe_settings(settings)
 
 
-class _Progress:
-    """A tqdm bar on stderr per configuration (off when stderr is not a terminal or asked)."""
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
-    def __init__(self, enabled: bool) -> None:
+
+class Progress:
+    """Overall progress on stderr: configuration k of n, elapsed time, estimated time left.
+
+    On a terminal one line is rewritten in place about once a second; otherwise (CI, a
+    pipe, ``| tee``) one line is printed as each configuration finishes, so a long run
+    is never silent.  The estimate scales the wall time so far by the planned replay
+    seconds still to run (set-up and prefill included in the scale).
+    """
+
+    def __init__(self, total: int, planned_s: float, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
+        self.live = enabled and self.stream.isatty()
+        self.total = total
+        self.planned_each = planned_s
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._label = ""
+        self._config_t0 = self.t0
+        self._width = 0
 
-    def bar(self, desc: str, total: float) -> tuple[Callable[[float], None], Callable[[], None]]:
-        bar = tqdm(
-            total=round(total, 1),
-            desc=f"{desc:>16}",
-            unit="s",
-            file=sys.stderr,
-            leave=False,
-            disable=None if self.enabled else True,
-            bar_format="{desc} {bar} {n:.0f}/{total:.0f} s",
-        )
+    def _remaining(self, current_s: float) -> float | None:
+        progressed = self.done * self.planned_each + min(current_s, self.planned_each)
+        if progressed <= 0:
+            return None
+        rate = (time.monotonic() - self.t0) / progressed
+        return rate * (self.total * self.planned_each - progressed)
+
+    def _status(self, current_s: float) -> str:
+        if self.done >= self.total:
+            return f"elapsed {_clock(time.monotonic() - self.t0)}"
+        left = self._remaining(current_s)
+        eta = f"about {_clock(left)} left" if left is not None else "estimating time left"
+        return f"elapsed {_clock(time.monotonic() - self.t0)} · {eta}"
+
+    def _write_live(self, text: str) -> None:
+        pad = " " * max(0, self._width - len(text))
+        self.stream.write("\r" + text + pad)
+        self.stream.flush()
+        self._width = len(text)
+
+    def begin(self) -> None:
+        if self.enabled and not self.live:
+            total = _clock(self.total * self.planned_each)
+            print(f"compare: {self.total} runs of {self.planned_each:g} s each ({total} of replay)", file=self.stream)
+
+    def start(self, label: str) -> Callable[[float], None]:
+        """A configuration starts; returns the runner's progress callback (replay seconds so far)."""
+        self._label = label
+        self._config_t0 = time.monotonic()
 
         def update(t: float) -> None:
-            bar.n = min(round(t, 1), float(bar.total or 0))
-            bar.refresh()
+            if self.live:
+                k = f"[{self.done + 1}/{self.total}]"
+                self._write_live(f"{k} {label} {t:.0f}/{self.planned_each:.0f} s · {self._status(t)}")
 
-        return update, bar.close
+        update(0.0)
+        return update
+
+    def finish(self) -> None:
+        """The configuration that started last is done."""
+        self.done += 1
+        took = time.monotonic() - self._config_t0
+        text = f"[{self.done}/{self.total}] {self._label} done in {took:.1f} s · {self._status(0.0)}"
+        if self.live:
+            self._write_live(text)
+        elif self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        if not self.enabled:
+            return
+        text = f"compare: {self.done} of {self.total} runs in {_clock(time.monotonic() - self.t0)}"
+        if self.live:
+            self._write_live(text)
+            self.stream.write("\n")
+            self.stream.flush()
+        else:
+            print(text, file=self.stream, flush=True)
 
 
 async def _measure(
@@ -160,7 +248,8 @@ async def _measure(
     cache_size: int | None,
     ttl_replay: float,
     prepare: Callable[[Target], Any] | None = None,
-) -> dict[str, Any]:
+    history: int | None = None,
+) -> RunRecord:
     """Fresh schema, open, (prepare), run with driver calls counted, read sizes, close."""
     db, rd = urls
     await measure.reset_servers(db, rd)
@@ -174,8 +263,15 @@ async def _measure(
         after = await measure.snapshot(db, rd, key_memory=True)
     finally:
         await target.close()
-    return measure.run_record(
-        config.name, result, kind=config.kind, settings=settings, before=before, after=after, calls=calls
+    return RunRecord.from_run(
+        config.name,
+        result,
+        kind=config.kind,
+        settings=settings,
+        before=before,
+        after=after,
+        calls=calls,
+        history=history,
     )
 
 
@@ -198,14 +294,14 @@ async def compare_workload(
     cache_size: int | None,
     ttl: float,
     max_lag_ms: float,
-    progress: _Progress,
-    result: dict[str, Any],
+    progress: Progress,
+    result: ResultFile,
 ) -> None:
-    """Run every configuration; append one record per configuration to ``result["configs"]``."""
+    """Run every configuration; append one record per configuration to ``result.configs``."""
     events = _events(workload, trace)
     ttl_replay = workload.replay_seconds(ttl)
     for config in configs:
-        update, close_bar = progress.bar(config.name, workload.duration)
+        update = progress.start(config.name)
 
         async def run(target: Target, update: Callable[[float], None] = update) -> RunResult:
             if clients:
@@ -215,11 +311,9 @@ async def compare_workload(
             options = RunOptions(duration=workload.duration, max_lag_ms=max_lag_ms)
             return await run_open(target, events(), options, progress=update)
 
-        try:
-            record = await _measure(config, urls, run, cache_size=cache_size, ttl_replay=ttl_replay)
-        finally:
-            close_bar()
-        result["configs"].append(record)
+        record = await _measure(config, urls, run, cache_size=cache_size, ttl_replay=ttl_replay)
+        progress.finish()
+        result.configs.append(record)
 
 
 # ----------------------------------------------------------------------------- issue 3's turns
@@ -234,14 +328,14 @@ async def compare_turns(
     seconds: float,
     warmup: float,
     cache_size: int | None,
-    progress: _Progress,
-    result: dict[str, Any],
+    progress: Progress,
+    result: ResultFile,
 ) -> None:
     """Issue 3's benchmark: closed loop of whole turns per configuration and history size."""
     sessions = [f"h{i}" for i in range(clients * 2)]
     for history in histories:
         for config in configs:
-            update, close_bar = progress.bar(f"{config.name} h={history}", seconds)
+            update = progress.start(f"{config.name} h={history}")
 
             async def prepare(target: Target, history: int = history) -> None:
                 await prefill(target, sessions, history, concurrency=clients)
@@ -253,14 +347,11 @@ async def compare_turns(
                     target, sessions, clients=clients, duration=seconds, warmup=warmup, progress=update
                 )
 
-            try:
-                record = await _measure(
-                    config, urls, run, cache_size=cache_size, ttl_replay=24 * 3600.0, prepare=prepare
-                )
-            finally:
-                close_bar()
-            record["history"] = history
-            result["configs"].append(record)
+            record = await _measure(
+                config, urls, run, cache_size=cache_size, ttl_replay=24 * 3600.0, prepare=prepare, history=history
+            )
+            progress.finish()
+            result.configs.append(record)
 
 
 # ----------------------------------------------------------------------------- generator check
@@ -294,8 +385,8 @@ def _workload(args: argparse.Namespace) -> Workload:
     overrides: dict[str, Any] = {"seed": args.seed}
     if args.duration is not None:
         overrides["duration"] = args.duration
-    elif args.quick:
-        overrides["duration"] = QUICK_DURATION
+    else:
+        overrides["duration"] = QUICK_DURATION if args.quick else DEFAULT_DURATION
     if args.rate is not None:
         overrides["new_sessions_per_s"] = args.rate
     if args.compression is not None:
@@ -304,7 +395,9 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 
 def _configs(args: argparse.Namespace) -> tuple[list[Config], list[str]]:
-    names = [n for n in (args.configs.split(",") if args.configs else DEFAULT_CONFIGS) if n.strip()]
+    names = [n for n in (args.configs.split(",") if args.configs is not None else DEFAULT_CONFIGS) if n.strip()]
+    if not names:
+        raise ValueError(f"--configs {args.configs!r} names no configuration (e.g. --configs memory,hybrid)")
     configs = [Config.parse(n) for n in names]
     if len({c.name for c in configs}) != len(configs):
         raise ValueError("each configuration may appear once")
@@ -315,6 +408,16 @@ def _configs(args: argparse.Namespace) -> tuple[list[Config], list[str]]:
     if not configs:
         raise ValueError("no configuration left to run")
     return configs, notes
+
+
+def _histories(text: str) -> list[int]:
+    try:
+        histories = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise ValueError(f"--histories {text!r}: give message counts separated by commas, e.g. 20,200") from None
+    if not histories or min(histories) < 0:
+        raise ValueError(f"--histories {text!r}: give message counts (0 or more) separated by commas, e.g. 20,200")
+    return histories
 
 
 def _reference(args: argparse.Namespace, configs: list[Config], turns: bool) -> str:
@@ -343,10 +446,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for note in notes:
         print(note, file=sys.stderr)
     reference = _reference(args, configs, args.closed_turns)
-    progress = _Progress(not args.no_progress)
     command = ["sessionbench", *sys.argv[1:]] if "sessionbench" in sys.argv[0] else ["sessionbench", "compare"]
-    histories = [int(h) for h in args.histories.split(",")] if args.closed_turns else []
+    histories = _histories(args.histories) if args.closed_turns else []
     ttl = args.ttl if args.ttl is not None else Settings().cache.ttl
+    if args.closed_turns:
+        seconds = args.turn_seconds or (QUICK_TURN_SECONDS if args.quick else 5.0)
+        progress = Progress(len(configs) * len(histories), seconds, enabled=not args.no_progress)
+    else:
+        progress = Progress(len(configs), workload.duration, enabled=not args.no_progress)
     with open_servers(args.servers) as servers:
         urls = (servers.database_url, servers.redis_url)
         server_cfg = asyncio.run(measure.server_config(*urls))
@@ -358,26 +465,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "redis_flags": servers.redis.settings() if servers.redis else None,
             }
         )
+        common: dict[str, Any] = {
+            "command": command,
+            "reference": reference,
+            "servers": server_cfg,
+            "notes": notes,
+            "topology": measure.topology_of(*urls, servers.mode),
+        }
+        progress.begin()
         if args.closed_turns:
-            seconds = args.turn_seconds or (QUICK_TURN_SECONDS if args.quick else 5.0)
             warmup = 0.3 if args.quick else 0.5
-            result = measure.new_result(
-                "turns",
-                command=command,
-                seed=args.seed,
-                reference=reference,
-                servers=server_cfg,
-                notes=notes,
-                turns={
-                    "clients": args.turn_clients,
-                    "histories": histories,
-                    "seconds": seconds,
-                    "warmup": warmup,
-                    "user_bytes": 200,
-                    "assistant_bytes": 800,
-                    "limit": 20,
-                },
-            )
+            turns = TurnSettings(clients=args.turn_clients, histories=histories, seconds=seconds, warmup=warmup)
+            result = ResultFile.new("turns", seed=args.seed, turns=turns, **common)
             asyncio.run(
                 compare_turns(
                     configs,
@@ -392,20 +491,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 )
             )
         else:
-            mode = f"closed ({args.clients} clients)" if args.clients else "open"
-            result = measure.new_result(
+            result = ResultFile.new(
                 "workload",
-                command=command,
                 seed=workload.seed,
-                reference=reference,
-                servers=server_cfg,
-                notes=notes,
                 workload=workload.to_dict(),
                 trace=str(args.trace) if args.trace else None,
-                load_model=mode,
+                load_model=f"closed ({args.clients} clients)" if args.clients else "open",
                 ttl_traffic_s=ttl,
                 ttl_replay_s=workload.replay_seconds(ttl),
                 estimated_events_per_s=events_per_second(workload),
+                **common,
             )
             asyncio.run(
                 compare_workload(
@@ -421,10 +516,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     result=result,
                 )
             )
+        progress.end()
+    result.attach_overheads()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(args.output) / stamp
-    path = measure.write_result(directory, result)
-    data = measure.load_result(path)  # the report reads only the file
+    path = result.write(directory)
+    data = ResultFile.load(path)  # the report reads only the file
     print(report.render_table(data, reference=reference))
     if not args.no_html:
         html = report.write_html(data, directory / "report.html", reference=reference)
@@ -438,7 +535,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compare",
         help="run one seeded workload against memory, postgres, hybrid, the seed and the floors; table + report",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("what to compare")
@@ -446,7 +543,7 @@ def register(subparsers: Any) -> None:
         "--configs",
         metavar="LIST",
         help="comma-separated configurations, in column order: store specs (memory, postgres, hybrid, "
-        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, noop "
+        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, floor-hybrid, noop "
         f"(default: {','.join(DEFAULT_CONFIGS)}; "
         "seed is skipped with a note if not installed)",
     )
@@ -468,7 +565,7 @@ def register(subparsers: Any) -> None:
         "--duration",
         type=float,
         metavar="S",
-        help=f"replay seconds per configuration (default: {Workload().duration:g}; --quick: {QUICK_DURATION:g})",
+        help=f"replay seconds per configuration (default: {DEFAULT_DURATION:g}; --quick: {QUICK_DURATION:g})",
     )
     g.add_argument(
         "--quick",
@@ -492,7 +589,7 @@ def register(subparsers: Any) -> None:
         "--trace",
         type=Path,
         metavar="FILE",
-        help="replay this trace file (store/trace.py format) instead of generating one",
+        help="replay this access-trace file (sessionbench trace, or --write-trace) instead of generating one",
     )
     g.add_argument(
         "--write-trace",
@@ -563,5 +660,9 @@ def register(subparsers: Any) -> None:
         help="results go to DIR/<timestamp>/result.json and report.html (default: results)",
     )
     g.add_argument("--no-html", action="store_true", help="skip report.html")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr (by default: one live line on a terminal, one line per configuration otherwise)",
+    )
     p.set_defaults(func=cmd_compare)

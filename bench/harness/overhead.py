@@ -1,4 +1,4 @@
-"""``python -m bench.harness.overhead``: what the instrumentation wrapper costs, measured in one run.
+"""``sessionbench overhead`` (``python -m bench.harness.overhead``): what instrumentation costs, in one run.
 
 Compares, on the same servers and in the same process, a bare hybrid store with the
 same store behind :class:`store.instrumentation.wrapper.InstrumentedStore` (Prometheus metrics via
@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -37,6 +38,21 @@ from store.instrumentation.metrics import Metrics, PrometheusEvents
 from store.instrumentation.wrapper import InstrumentedStore
 
 Op = Callable[[], Awaitable[object]]
+
+DESCRIPTION = """\
+What the instrumentation wrapper costs, measured in one run on the same servers and in the
+same process: a bare hybrid store against the same store behind the instrumentation wrapper
+(Prometheus metrics; no tracer, as when OTEL_EXPORTER_OTLP_ENDPOINT is unset) and, for
+information, with an SDK tracer (spans created, nothing exported). Two operations: a
+cache-hit read of the last 20 messages (1 Redis round trip) and a one-message append
+(1 PostgreSQL + 1 Redis round trip).
+
+A second bare store (bare A/A) is measured like the others: its "overhead" is the noise
+floor of the run. In each of --rounds rounds every variant runs a block of --ops calls, in
+a rotating order; the overhead is the median over rounds of the paired ratio
+variant / bare - 1. A server-free figure times the wrapper around the memory backend
+(its cost in microseconds per call). Bounded by --rounds x --ops and --max-seconds.
+"""
 
 
 @dataclass
@@ -186,19 +202,56 @@ def report(read: Samples, append: Samples, wrapper: Samples, events_ns: float, *
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.harness.overhead", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--servers", choices=MODES, default="auto")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--ops", type=int, default=400, help="reads per block (appends: half)")
-    parser.add_argument("--max-seconds", type=float, default=120.0)
-    args = parser.parse_args(argv)
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--servers",
+        choices=MODES,
+        default="auto",
+        help="where PostgreSQL and Redis come from (default: auto: external when DATABASE_URL and REDIS_URL are set)",
+    )
+    parser.add_argument("--rounds", type=int, default=15, metavar="N", help="rounds of blocks (default: 15)")
+    parser.add_argument(
+        "--ops", type=int, default=400, metavar="N", help="reads per block; appends: half (default: 400)"
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="stop starting rounds after S seconds (default: 120)",
+    )
+
+
+def cmd_overhead(args: argparse.Namespace) -> int:
+    for option, value in (("--rounds", args.rounds), ("--ops", args.ops)):
+        if value < 1:
+            raise ValueError(f"{option} must be at least 1, not {value}")
+    if args.max_seconds <= 0:
+        raise ValueError(f"--max-seconds must be positive, not {args.max_seconds:g}")
     with open_servers(args.servers) as servers:
         text = asyncio.run(
             run(servers.database_url, servers.redis_url, rounds=args.rounds, n=args.ops, max_seconds=args.max_seconds)
         )
     print(text)
     return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "overhead",
+        help="what the instrumentation wrapper costs on a hybrid cache hit and an append, measured in one run",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_arguments(p)
+    p.set_defaults(func=cmd_overhead)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.harness.overhead``: the same as ``sessionbench overhead``."""
+    from bench.cli import main as cli_main
+
+    return cli_main(["overhead", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ Inputs (either side, any mix):
   otherwise each round is divided by the reference benchmark's median.
 * a ratios file written by ``sessionbench regress --save OUT CURRENT`` (the committed
   baseline, ``bench/baselines/ratios.json``: ratios and their per-round samples only).
-* a ``sessionbench compare`` ``result.json``: each configuration and operation against the
-  run's reference column, with per-second p50s as the repeated samples.
+* a ``sessionbench compare`` ``result.json``: each configuration and gated metric of
+  :data:`bench.harness.metrics.REGISTRY` (the p50 of append, read, read.hit and turn)
+  against the run's reference column, with per-second p50s as the repeated samples.
 
 Exit status: 0 no regression, 1 regression, 2 unusable input.
 """
@@ -46,13 +47,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.harness.metrics import REGISTRY
+from bench.harness.results import ResultFile, environment, is_result
+
 __all__ = ["Scenario", "Verdict", "compare", "load", "mann_whitney", "merge", "render", "save"]
 
 RATIOS_FORMAT = "sessionbench-ratios v1"
-RESULT_FORMAT = "sessionbench-result v1"
 DEFAULT_THRESHOLD = 0.25
 DEFAULT_ALPHA = 0.01
 MAX_SAMPLES = 200
+
+DESCRIPTION = """\
+Compare same-run ratios of a run against a baseline; fail only on a slowdown larger than the noise.
+
+Every scenario is divided by a reference measured in the same run (by default the
+bare-driver floor for the same operation), and the gate compares those ratios:
+change = median(current ratios) / baseline ratio - 1. A scenario regresses when the change
+exceeds the threshold plus the baseline's run-to-run noise (a baseline saved from several
+runs keeps each run's median) and a Mann-Whitney U test on the per-round ratios says the
+runs differ (p < alpha). Faster by the same margin is reported as an improvement.
+Scenarios marked gate=False in extra_info (floors, the seed) are reported, never failing.
+
+Inputs, either side, any mix: pytest-benchmark JSON (--benchmark-json; the reference named
+in extra_info["reference"], or --reference TEXT), a ratios file written by --save (the
+committed baseline bench/baselines/ratios.json), or a sessionbench compare result.json
+(each configuration's p50 of append, read, read.hit and turn against the run's reference
+column, per-second p50s as the samples).
+
+Exit status: 0 no regression, 1 regression, 2 unusable input.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +175,8 @@ def load(path: Path, *, reference: str | None = None) -> dict[str, Scenario]:
             medians = tuple(float(x) for x in item.get("run_medians") or ())
             out[name] = Scenario(name, item["reference"], samples, medians, bool(item.get("gated", True)))
         return out
-    if isinstance(data, dict) and data.get("format") == RESULT_FORMAT:
-        return _from_result(data, reference)
+    if is_result(data):
+        return _from_result(ResultFile.from_json(data, source=str(path)), reference)
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
         return _from_pytest_benchmark(data, reference, path)
     raise ValueError(f"{path}: neither pytest-benchmark JSON, a ratios file nor a sessionbench result")
@@ -195,26 +218,28 @@ def _from_pytest_benchmark(data: dict[str, Any], reference: str | None, path: Pa
     return out
 
 
-def _from_result(data: dict[str, Any], reference: str | None) -> dict[str, Scenario]:
-    from bench.harness.results import decode_histogram
+def _from_result(result: ResultFile, reference: str | None) -> dict[str, Scenario]:
+    """Every gated metric of every configuration over the same metric of the reference column.
 
-    ref = reference or data.get("reference")
+    A metric where lower is better gives ``value / reference`` per interval; one where
+    higher is better ``reference / value``, so above 1 is always worse.
+    """
+    ref = reference or result.reference
+    gated = [m for m in REGISTRY if m.gate is not None]
     out: dict[str, Scenario] = {}
-    configs = data["configs"]
-    for c in configs:
-        tag = f"@h{c['history']}" if "history" in c else ""
-        ref_cfg = next((r for r in configs if r["name"] == ref and r.get("history") == c.get("history")), None)
+    for c in result.configs:
+        tag = f"@h{c.history}" if c.history is not None else ""
+        ref_cfg = result.find(ref, c.history) if ref else None
         if ref_cfg is None or ref_cfg is c:
             continue
-        for op in ("append", "read", "read.hit", "turn"):
-            mine, theirs = c["histograms"].get(op), ref_cfg["histograms"].get(op)
-            if not mine or not theirs:
+        for metric in gated:
+            mine, base = metric.value(c), metric.value(ref_cfg)
+            if not mine or not base:
                 continue
-            base = decode_histogram(theirs).get_value_at_percentile(50) / 1e6
-            samples = [s["p50_ms"][op] / base for s in c.get("series") or [] if s["p50_ms"].get(op)]
-            if not samples:
-                samples = [decode_histogram(mine).get_value_at_percentile(50) / 1e6 / base]
-            out[f"{c['name']}{tag}:{op}"] = Scenario(f"{c['name']}{tag}:{op}", f"{ref}{tag}:{op}", tuple(samples))
+            values = (metric.samples(c) if metric.samples else []) or [mine]
+            samples = [base / x if metric.better == "higher" else x / base for x in values if x > 0]
+            name = f"{c.name}{tag}:{metric.gate}"
+            out[name] = Scenario(name, f"{ref}{tag}:{metric.gate}", tuple(samples))
     return out
 
 
@@ -233,8 +258,6 @@ def merge(runs: Sequence[dict[str, Scenario]]) -> dict[str, Scenario]:
 
 def save(path: Path, scenarios: dict[str, Scenario], *, sources: Sequence[str]) -> None:
     """Write a ratios file (the committed baseline)."""
-    from bench.harness.results import environment
-
     payload = {
         "format": RATIOS_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -361,7 +384,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "regress",
         help="compare same-run ratios of a run against a baseline; non-zero exit only beyond the noise",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

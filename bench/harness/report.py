@@ -2,10 +2,14 @@
 
 Everything here is computed from a ``result.json`` written by :mod:`bench.harness.results`
 (decoding its HDR histograms), so a result can be re-rendered later, elsewhere:
-``sessionbench report results/<time>/result.json --reference postgres``.
+``sessionbench report results/<time>/result.json --reference postgres``.  The rows are
+the metrics of :data:`bench.harness.metrics.REGISTRY`.
 
-Ratios are ``value / value of the reference column`` for every numeric row
-(so for latencies below 1 is better, for throughput above 1 is better).
+Ratios are ``value / value of the reference column`` for the rows that carry one
+(so for latencies below 1 is better, for throughput above 1 is better).  The
+``÷ its floor`` rows divide a store column by the bare-driver floor that makes the
+same round trips (:data:`bench.harness.floors.FLOOR_OF`).  Under each table a
+paragraph says what the figures conclude, computed from them.
 """
 
 from __future__ import annotations
@@ -13,144 +17,67 @@ from __future__ import annotations
 import argparse
 import html
 import io
+import json
 import math
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
-from bench.harness.results import PERCENTILES, decode_histogram, load_result
+from bench.harness.floors import FLOOR_OF
+from bench.harness.metrics import Metric, by_name, fmt_value, table_metrics
+from bench.harness.results import ResultFile, RunRecord
 
 __all__ = [
     "REPORT_CSS",
     "TARGETS",
+    "conclusion",
     "html_table",
     "issue3_checks",
     "register",
     "render_table",
-    "rows",
     "svg_chart",
     "write_html",
 ]
 
-MiB = 1024 * 1024
-OPS = ("append", "read", "read.hit", "read.miss", "read.bypass", "turn")
-
-#: Issue 3's performance targets, checked on ``--closed-turns`` results.
+#: Issue 3's performance targets (and issue 14's turn target), checked on ``--closed-turns`` results.
 TARGETS = {
     "asyncpg_floor": 0.8,  # hybrid turns/s >= 0.8 x floor-asyncpg
+    "hybrid_floor": 0.8,  # hybrid turns/s >= 0.8 x floor-hybrid
     "seed": 7.0,  # hybrid turns/s >= 7 x seed
     "lrange": 1.3,  # hybrid hit read p50 <= 1.3 x floor-redis LRANGE p50
     "flat": 0.10,  # hybrid turns/s at the largest history within 10% of the smallest
 }
 
+#: What each kind of column is, for people (the column header and the legend).
+_TITLES = {"seed": "seed design"}
+
+
+def title(record: RunRecord) -> str:
+    """A column's name for people: the seed baseline is "seed design", the rest their spec."""
+    return _TITLES.get(record.kind, record.name)
+
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    """One table row: a label, one value per column (None: not applicable), how to print it."""
+class Table:
+    """One table: a header and rows of cells, plus the lines that explain it."""
 
-    label: str
-    values: list[float | None]
-    fmt: Callable[[float], str]
-    ratio: bool = True
-
-
-def _num(x: float) -> str:
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    if abs(x) >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
+    header: list[str]
+    body: list[list[str]]
+    legend: list[str]
+    conclusion: str
 
 
-def _ms(x: float) -> str:
-    return _num(x)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _mib(x: float) -> str:
-    return f"{x / MiB:.2f} MiB"
-
-
-def _hist(config: dict[str, Any], op: str) -> HdrHistogram | None:
-    text = config.get("histograms", {}).get(op)
-    return decode_histogram(text) if text else None
-
-
-def _hit_ratio(config: dict[str, Any]) -> float | None:
-    cache = config.get("cache") or {}
-    total = sum(cache.values())
-    return cache.get("hit", 0) / total if total else None
-
-
-def _latency_rows(configs: list[dict[str, Any]], ops: Sequence[str], points: Sequence[str]) -> list[Row]:
-    hists = [{op: _hist(c, op) for op in ops} for c in configs]
-    out: list[Row] = []
-    for op in ops:
-        if all(h[op] is None for h in hists):
-            continue
-        for point in points:
-            values: list[float | None] = []
-            for h in hists:
-                hist = h[op]
-                if hist is None or hist.get_total_count() == 0:
-                    values.append(None)
-                elif point == "max":
-                    values.append(hist.get_max_value() / 1e6)
-                else:
-                    values.append(hist.get_value_at_percentile(float(point[1:])) / 1e6)
-            out.append(Row(f"{op} {point} (ms)", values, _ms))
-    return out
-
-
-def rows(configs: list[dict[str, Any]], kind: str) -> list[Row]:
-    """The table's rows for a list of configuration records."""
-
-    def col(f: Callable[[dict[str, Any]], float | None]) -> list[float | None]:
-        return [f(c) for c in configs]
-
-    def server(key: str) -> Callable[[dict[str, Any]], float | None]:
-        return lambda c: (c.get("servers") or {}).get(key)
-
-    points = [f"p{p:g}" for p in PERCENTILES] + ["max"]
-    out: list[Row] = []
-    if kind == "turns":
-        out.append(Row("turns/s", col(lambda c: c["turns"] / c["elapsed_s"] if c["elapsed_s"] else None), _num))
-        out += _latency_rows(configs, ("turn", "append", "read", "read.hit"), ["p50", "p99"])
-    else:
-        throughput = col(lambda c: c["operations"] / c["elapsed_s"] if c["elapsed_s"] else None)
-        out.append(Row("throughput (ops/s)", throughput, _num))
-        out += _latency_rows(configs, ("append", "read", "read.hit", "read.miss"), points)
-    out.append(Row("cache hit ratio", col(_hit_ratio), _pct))
-    out.append(Row("PG round trips/turn", col(server("pg_round_trips_per_turn")), _num))
-    out.append(Row("Redis round trips/turn", col(server("redis_round_trips_per_turn")), _num))
-    out.append(Row("Redis memory (keys)", col(server("redis_key_bytes")), _mib))
-    out.append(Row("PostgreSQL size", col(server("pg_size_bytes")), _mib))
-    out.append(Row("errors", col(lambda c: float(sum(c["errors"].values()))), lambda x: f"{x:.0f}", ratio=False))
-    out.append(Row("generator CPU (cores)", col(lambda c: c["generator"]["cpu_cores"]), _num, ratio=False))
-    if kind != "turns":
-        out.append(Row("schedule lag p99 (ms)", col(lambda c: c["generator"]["lag_p99_ms"]), _num, ratio=False))
-    return out
-
-
-def _cells(row: Row, ref: int) -> list[str]:
-    base = row.values[ref]
+def _cells(metric: Metric, values: Sequence[float | None], ref: int) -> list[str]:
+    base = values[ref]
     cells = []
-    for i, v in enumerate(row.values):
+    for i, v in enumerate(values):
         if v is None:
             cells.append("—")
             continue
-        text = row.fmt(v)
-        if row.ratio and i != ref and base not in (None, 0) and v is not None:
+        text = metric.fmt(v)
+        if metric.ratio and i != ref and base:
             text += f" ({v / base:.2f}×)"
         cells.append(text)
     return cells
@@ -158,128 +85,261 @@ def _cells(row: Row, ref: int) -> list[str]:
 
 def _text_table(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = [
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
-    ]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in body:
-        lines.append(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-    return "\n".join(lines)
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)])
 
 
-def _table_parts(configs: list[dict[str, Any]], kind: str, reference: str) -> tuple[list[str], list[list[str]]]:
-    names = [c["name"] for c in configs]
-    ref = names.index(reference) if reference in names else 0
-    header = ["", *[f"{n}{' (ref)' if i == ref else ''}" for i, n in enumerate(names)]]
-    body = [[r.label, *_cells(r, ref)] for r in rows(configs, kind)]
-    body.append(["valid", *["yes" if c["valid"] else "NO" for c in configs]])
-    return header, body
+def _reference_index(records: Sequence[RunRecord], reference: str) -> int:
+    names = [r.name for r in records]
+    return names.index(reference) if reference in names else 0
 
 
-def _groups(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    if data.get("kind") != "turns":
-        return [("", data["configs"])]
-    out: list[tuple[str, list[dict[str, Any]]]] = []
-    for history in data["turns"]["histories"]:
-        out.append((f"history {history}", [c for c in data["configs"] if c.get("history") == history]))
-    return out
-
-
-def _describe(data: dict[str, Any]) -> list[str]:
-    m, v = data["machine"], data["versions"]
+def _legend(result: ResultFile, records: Sequence[RunRecord], ref: int) -> list[str]:
+    reference = records[ref]
+    what = reference.settings.get("seed") or reference.settings.get("floor") or reference.name
     lines = [
-        f"sessionbench {v.get('sessionbench')} ({v.get('git_commit') or 'no git'}) · Python {v['python']} · "
-        f"{m['cpu']} · {m['logical_cpus']} CPUs · load {m['load_average']}",
+        f"(×) = the column ÷ the reference column, {title(reference)}"
+        + (f": {what}" if what != title(reference) else "")
+        + "; below 1× is faster for latencies, higher is better for rates."
     ]
-    srv = data.get("servers") or {}
-    pg, rd = srv.get("postgres") or {}, srv.get("redis") or {}
-    lines.append(
-        f"servers: {srv.get('mode')} · PostgreSQL {pg.get('server_version')} (fsync={pg.get('fsync')}, "
-        f"synchronous_commit={pg.get('synchronous_commit')}) · {rd.get('server_name')} {rd.get('version')}"
+    floors = sorted(
+        {
+            f"{backend} {op} ÷ {floor} {floor_op}"
+            for r in records
+            for op, o in r.overhead.items()
+            for (backend, mine), (floor, floor_op) in FLOOR_OF.items()
+            if backend == r.backend and mine == op and o.floor == floor
+        }
     )
-    if data.get("kind") == "turns":
-        t = data["turns"]
+    if floors:
         lines.append(
-            f"closed turns: {t['clients']} clients · append {t['user_bytes']} B + read last {t['limit']} + append "
-            f"{t['assistant_bytes']} B · {t['seconds']:g} s per run after {t['warmup']:g} s warm-up"
+            "÷ its floor = a store's p50 over the p50 of the bare-driver floor that makes the same round trips: "
+            + "; ".join(floors)
+            + "."
         )
-    else:
-        w = data["workload"]
+    offered = next((r.offered_per_s for r in records if r.offered_per_s), None)
+    if offered is not None:
         lines.append(
-            f"workload: seed {w['seed']} · {w['duration']:g} s replay at {w['time_compression']:g}x "
-            f"({w['new_sessions_per_s']:g} new sessions/s traffic) · {data['load_model']} model · "
-            f"TTL {data['ttl_traffic_s']:g} s traffic = {data['ttl_replay_s']:.1f} s replay"
-            + (f" · trace {data['trace']}" if data.get("trace") else "")
+            f"offered load: {offered:,.1f} ops/s on the workload's schedule (open model: the same for every column); "
+            "'completed' is what each configuration finished."
         )
     return lines
 
 
-def render_table(data: dict[str, Any], *, reference: str | None = None) -> str:
-    """The side-by-side table (plus issue 3's checks for ``--closed-turns`` results)."""
-    reference = reference or data.get("reference") or data["configs"][0]["name"]
-    parts = _describe(data)
-    for title, configs in _groups(data):
-        if not configs:
+def _table(result: ResultFile, records: Sequence[RunRecord], reference: str) -> Table:
+    ref = _reference_index(records, reference)
+    header = [
+        "",
+        *[f"reference: {title(r)}" if i == ref else title(r) for i, r in enumerate(records)],
+    ]
+    body = [[m.label, *_cells(m, values, ref)] for m, values in table_metrics(result.kind, records)]
+    body.append(["valid", *["yes" if r.valid else "NO" for r in records]])
+    return Table(header, body, _legend(result, records, ref), conclusion(result, records))
+
+
+# ----------------------------------------------------------------------------- the conclusion
+
+
+def _times(a: float, b: float) -> str:
+    return f"{a / b:.1f}×" if a / b >= 1.95 else f"{a / b:.2f}×"
+
+
+def _ranking(metric: Metric, records: Sequence[RunRecord]) -> str | None:
+    """One clause: who wins ``metric`` among durable configurations, by how much, and where memory sits."""
+    scored = [(r, v) for r in records if (v := metric.value(r)) is not None and v > 0]
+    if len(scored) < 1:
+        return None
+    higher = metric.better == "higher"
+    scored.sort(key=lambda rv: -rv[1] if higher else rv[1])
+    durable = [(r, v) for r, v in scored if r.backend != "memory"]
+    memory = [(r, v) for r, v in scored if r.backend == "memory"]
+    what = metric.label.replace(" (ms)", "").replace(" (ops/s)", "")
+    parts: list[str] = []
+    if durable:
+        (best, best_v), rest = durable[0], durable[1:]
+        clause = f"{what}: {title(best)} wins among the durable configurations at {metric.fmt(best_v)} {metric.unit}"
+        if rest:
+            if higher:
+                others = ", ".join(f"{_times(best_v, v)} {title(r)} ({metric.fmt(v)})" for r, v in rest)
+                clause += f", which is {others}"
+            else:
+                others = ", ".join(
+                    f"{title(r)} takes {_times(v, best_v)} as long ({metric.fmt(v)} {metric.unit})" for r, v in rest
+                )
+                clause += f"; {others}"
+        parts.append(clause)
+    for r, v in memory:
+        parts.append(f"{title(r)} ({metric.fmt(v)} {metric.unit}) is in-process and not durable")
+    return "; ".join(parts)
+
+
+def _overhead_clause(records: Sequence[RunRecord]) -> str | None:
+    bits = []
+    for r in records:
+        if not r.overhead:
             continue
-        header, body = _table_parts(configs, data.get("kind", "workload"), reference)
-        parts += ["", *([title] if title else []), _text_table(header, body)]
-        for c in configs:
-            for reason in c["invalid"]:
-                parts.append(f"INVALID {c['name']}: {reason}")
-    if data.get("kind") == "turns":
+        items = ", ".join(f"{op} {o.ratio:.2f}× {o.floor} {o.floor_op}" for op, o in r.overhead.items())
+        bits.append(f"{title(r)} {items}")
+    if not bits:
+        return None
+    return "Over the floor of their own round trips (p50 ÷ p50): " + "; ".join(bits) + "."
+
+
+def _round_trips(records: Sequence[RunRecord]) -> str:
+    bits = []
+    for r in records:
+        pg, rd = r.servers.pg_round_trips_per_turn, r.servers.redis_round_trips_per_turn
+        if r.kind in ("store", "seed") and (pg or rd):
+            bits.append(f"{title(r)} {pg or 0:.1f} PostgreSQL + {rd or 0:.1f} Redis")
+    return "; ".join(bits)
+
+
+def conclusion(result: ResultFile, records: Sequence[RunRecord]) -> str:
+    """What the table concludes, in one paragraph computed from its figures."""
+    judged = [r for r in records if r.valid and r.kind in ("store", "seed")]
+    if not judged:
+        return ""
+    mode = records[0].mode
+    if result.kind == "turns":
+        names = ["turns_per_s", "read.p50"]
+    elif mode == "closed":
+        names = ["throughput", "append.p50", "read.p50"]
+    else:
+        names = ["append.p50", "read.p50"]
+    clauses = [c for n in names if (c := _ranking(by_name(n), judged))]
+    hybrid = next((r for r in judged if r.backend == "hybrid" and r.latency_ms("read.hit", "p50") is not None), None)
+    sentences = ["In this run: " + ". ".join(clauses) + "." if clauses else ""]
+    if hybrid is not None and hybrid.hit_ratio is not None:
+        hit = hybrid.latency_ms("read.hit", "p50") or 0.0
+        sentences.append(
+            f"{title(hybrid)} cache hits take {fmt_value('ms', hit)} ms at p50 ({hybrid.hit_ratio:.0%} of its reads)."
+        )
+    if overheads := _overhead_clause(judged):
+        sentences.append(overheads)
+    invalid = [title(r) for r in records if not r.valid]
+    if invalid:
+        sentences.append(f"Not judged, the run was INVALID: {', '.join(invalid)}.")
+    where = result.where
+    caveat = f"Caveat: servers on {where}"
+    if where.startswith("loopback"):
+        caveat += "; a network adds its latency to every round trip, so across one the configurations making more"
+        caveat += " round trips lose more"
+        if trips := _round_trips(judged):
+            caveat += f" (per turn here: {trips})"
+    sentences.append(caveat + ". One run: differences of a few percent can be noise.")
+    return " ".join(s for s in sentences if s)
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _describe(result: ResultFile) -> list[str]:
+    m, v = result.machine, result.versions
+    lines = [
+        f"sessionbench {v.get('sessionbench')} ({v.get('git_commit') or 'no git'}) · Python {v.get('python')} · "
+        f"{m.get('cpu')} · {m.get('logical_cpus')} CPUs · load {m.get('load_average')}",
+    ]
+    srv = result.servers
+    pg, rd = srv.get("postgres") or {}, srv.get("redis") or {}
+    lines.append(
+        f"servers: {srv.get('mode')} · PostgreSQL {pg.get('server_version')} (fsync={pg.get('fsync')}, "
+        f"synchronous_commit={pg.get('synchronous_commit')}) · {rd.get('server_name')} {rd.get('version')} · "
+        f"{result.where}"
+    )
+    if result.kind == "turns" and result.turns is not None:
+        t = result.turns
+        lines.append(
+            f"closed turns: {t.clients} clients · append {t.user_bytes} B + read last {t.limit} + append "
+            f"{t.assistant_bytes} B · {t.seconds:g} s per run after {t.warmup:g} s warm-up"
+        )
+    elif result.workload is not None:
+        w = result.workload
+        lines.append(
+            f"workload: seed {w['seed']} · {w['duration']:g} s replay at {w['time_compression']:g}x "
+            f"({w['new_sessions_per_s']:g} new sessions/s traffic) · {result.load_model} model · "
+            f"TTL {result.ttl_traffic_s or 0:g} s traffic = {result.ttl_replay_s or 0:.1f} s replay"
+            + (f" · trace {result.trace}" if result.trace else "")
+        )
+    return lines
+
+
+def _reference_title(result: ResultFile, reference: str) -> str:
+    record = next((r for r in result.configs if r.name == reference), None)
+    return title(record) if record is not None else reference
+
+
+def _wrap(text: str, *, indent: str = "") -> str:
+    return textwrap.fill(text, width=100, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def _reference(result: ResultFile, reference: str | None) -> str:
+    return reference or result.reference or (result.configs[0].name if result.configs else "")
+
+
+def render_table(result: ResultFile, *, reference: str | None = None) -> str:
+    """The side-by-side table, its legend and conclusion (plus issue 3's checks for ``--closed-turns``)."""
+    ref = _reference(result, reference)
+    parts = _describe(result)
+    for heading, records in result.groups():
+        if not records:
+            continue
+        table = _table(result, records, ref)
+        parts += ["", *([heading] if heading else []), _text_table(table.header, table.body)]
+        for r in records:
+            for reason in r.invalid:
+                parts.append(f"INVALID {r.name}: {reason}")
+        parts += ["", *(_wrap(line, indent="  ") for line in table.legend)]
+        if table.conclusion:
+            parts += ["", _wrap(table.conclusion)]
+    if result.kind == "turns":
         parts += [
             "",
             "closed model: the store runs in the generator's process, so 'generator CPU' near 1.0 means",
             "that process (driver + store) is the bottleneck being measured, and 'valid' does not judge CPU.",
         ]
-        parts += ["", "issue 3 targets (measured ratio, pass/miss):"]
-        parts += [f"  {label:<58} {result}" for label, result in issue3_checks(data)]
-    for note in data.get("notes") or []:
-        parts.append(note)
+        parts += ["", "targets (measured ratio, pass/miss):"]
+        parts += [f"  {label:<58} {verdict}" for label, verdict in issue3_checks(result)]
+    parts += result.notes
     return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------- issue 3
 
 
-def _find(data: dict[str, Any], name: str, history: int) -> dict[str, Any] | None:
-    for c in data["configs"]:
-        if c["name"] == name and c.get("history") == history:
-            found: dict[str, Any] = c
-            return found
-    return None
-
-
-def _tps(c: dict[str, Any] | None) -> float | None:
-    return c["turns"] / c["elapsed_s"] if c and c["elapsed_s"] else None
-
-
-def _p50(c: dict[str, Any] | None, op: str) -> float | None:
-    h = _hist(c, op) if c else None
-    return h.get_value_at_percentile(50) / 1e6 if h and h.get_total_count() else None
-
-
-def issue3_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """Issue 3's ratios, measured: (label, "1.05× pass" / "0.62× MISS" / "n/a")."""
+def issue3_checks(result: ResultFile) -> list[tuple[str, str]]:
+    """The turn targets, measured: (label, "1.05× pass" / "0.62× MISS" / "n/a")."""
 
     def verdict(value: float | None, ok: bool) -> str:
         return "n/a" if value is None else f"{value:.2f}× {'pass' if ok else 'MISS'}"
 
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    def tps(name: str, h: int) -> float | None:
+        r = result.find(name, h)
+        return r.turns_per_s if r else None
+
+    def p50(name: str, h: int, op: str) -> float | None:
+        r = result.find(name, h)
+        return r.latency_ms(op, "p50") if r else None
+
     out: list[tuple[str, str]] = []
-    histories = data["turns"]["histories"]
+    histories = result.turns.histories if result.turns else []
     for h in histories:
-        hyb = _find(data, "hybrid", h)
-        floor, seed, lrange = _find(data, "floor-asyncpg", h), _find(data, "seed", h), _find(data, "floor-redis", h)
-        a, b = _tps(hyb), _tps(floor)
-        r = a / b if a and b else None
+        hyb = tps("hybrid", h)
+        r = ratio(hyb, tps("floor-asyncpg", h))
         out.append((f"h={h}: hybrid turns/s ≥ {TARGETS['asyncpg_floor']}× floor-asyncpg", verdict(r, (r or 0) >= 0.8)))
-        s = _tps(seed)
-        r = a / s if a and s else None
+        r = ratio(hyb, tps("floor-hybrid", h))
+        limit = TARGETS["hybrid_floor"]
+        out.append((f"h={h}: hybrid turns/s ≥ {limit}× floor-hybrid", verdict(r, (r or 0) >= limit)))
+        r = ratio(hyb, tps("seed", h))
         out.append((f"h={h}: hybrid turns/s ≥ {TARGETS['seed']:g}× seed", verdict(r, (r or 0) >= TARGETS["seed"])))
-        hit, bare = _p50(hyb, "read.hit"), _p50(lrange, "read")
-        r = hit / bare if hit and bare else None
+        r = ratio(p50("hybrid", h, "read.hit"), p50("floor-redis", h, "read"))
         out.append(
             (
                 f"h={h}: hybrid hit-read p50 ≤ {TARGETS['lrange']}× bare LRANGE p50",
@@ -287,8 +347,7 @@ def issue3_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     if len(histories) >= 2:
-        lo, hi = _tps(_find(data, "hybrid", histories[0])), _tps(_find(data, "hybrid", histories[-1]))
-        r = hi / lo if hi and lo else None
+        r = ratio(tps("hybrid", histories[-1]), tps("hybrid", histories[0]))
         out.append(
             (
                 f"hybrid turns/s at h={histories[-1]} within {TARGETS['flat']:.0%} of h={histories[0]}",
@@ -329,7 +388,27 @@ def svg_chart(fig: Any) -> str:
     return text[text.find("<svg") :]
 
 
-def _plots(data: dict[str, Any]) -> list[tuple[str, str]]:
+def same_throughput(records: Sequence[RunRecord], tolerance: float = 0.05) -> bool:
+    """Whether every record completed the same operations per interval (within ``tolerance``, or 2 ops).
+
+    True for an open-model run in which every store kept up: its throughput lines
+    would all be the offered rate, one on top of the other.
+    """
+    series = [[s.completed for s in r.series] for r in records if r.series]
+    if len(series) < 2:
+        return False
+    first = series[0]
+    for other in series[1:]:
+        n = min(len(first), len(other))
+        if abs(len(first) - len(other)) > 1:
+            return False
+        for a, b in zip(first[:n], other[:n], strict=True):
+            if abs(a - b) > max(2, tolerance * max(a, b)):
+                return False
+    return True
+
+
+def _plots(result: ResultFile) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,58 +416,68 @@ def _plots(data: dict[str, Any]) -> list[tuple[str, str]]:
 
     plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96, "font.size": 9})
     out: list[tuple[str, str]] = []
-    groups = _groups(data)
-    turns = data.get("kind") == "turns"
+    groups = result.groups()
+    turns = result.kind == "turns"
     ops = ("turn", "read") if turns else ("append", "read")
-    for title, configs in groups:
+    for heading, records in groups:
         fig, axes = plt.subplots(1, len(ops), figsize=(11, 3.8), squeeze=False)
         for ax, op in zip(axes[0], ops, strict=True):
-            for c in configs:
-                h = _hist(c, op)
-                if h is None or h.get_total_count() == 0:
+            for r in records:
+                h = r.histogram(op)
+                if h is None:
                     continue
                 xs = [min(4.0, -math.log10(max(1e-4, 1 - p / 100))) for p in _PLOT_POINTS]
                 ys = [max(1e-3, h.get_value_at_percentile(p) / 1e6) for p in _PLOT_POINTS]
-                ax.plot(xs, ys, marker=".", label=c["name"])
+                ax.plot(xs, ys, marker=".", label=title(r))
             ax.set_yscale("log")
             ax.set_xticks([0.301, 1, 2, 3, 4], ["p50", "p90", "p99", "p99.9", "p99.99"])
             ax.set_ylabel("latency (ms)")
-            ax.set_title(f"{op} latency by percentile {title}".strip())
+            ax.set_title(f"{op} latency by percentile {heading}".strip())
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-        out.append((f"Latency percentiles {title}".strip(), svg_chart(fig)))
+        out.append((f"Latency percentiles {heading}".strip(), svg_chart(fig)))
         plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(11, 3.2))
     if turns:
-        names = list(dict.fromkeys(c["name"] for c in data["configs"]))
+        names = list(dict.fromkeys(r.name for r in result.configs))
         width = 0.8 / max(1, len(groups))
-        for gi, (title, configs) in enumerate(groups):
-            by = {c["name"]: c["turns"] / c["elapsed_s"] if c["elapsed_s"] else 0 for c in configs}
-            ax.bar([i + gi * width for i in range(len(names))], [by.get(n, 0) for n in names], width, label=title)
+        for gi, (heading, records) in enumerate(groups):
+            by = {r.name: r.turns_per_s or 0.0 for r in records}
+            ax.bar([i + gi * width for i in range(len(names))], [by.get(n, 0) for n in names], width, label=heading)
         ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(names))], names)
         ax.set_ylabel("turns/s")
         ax.set_title("throughput (closed loop, whole turns)")
-        ax.legend(fontsize=7)
-    else:
-        for c in data["configs"]:
-            series = c.get("series") or []
-            ax.plot([s["t"] for s in series], [sum(s["ops"].values()) for s in series], label=c["name"])
+        plot_title = "Throughput"
+    elif same_throughput(result.configs):
+        # Every line would be the offered rate: draw what differs instead, the tail per second.
+        for r in result.configs:
+            pts = [(s.t, s.p99_ms["read"]) for s in r.series if "read" in s.p99_ms]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=title(r))
+        ax.set_yscale("log")
         ax.set_xlabel("replay time (s)")
-        ax.set_ylabel("operations per second")
+        ax.set_ylabel("read p99 (ms)")
+        ax.set_title("read p99 per interval (throughput is not drawn: every column completed the offered load)")
+        plot_title = "Read tail latency over time"
+    else:
+        for r in result.configs:
+            ax.plot([s.t for s in r.series], [s.completed for s in r.series], label=title(r))
+        ax.set_xlabel("replay time (s)")
+        ax.set_ylabel("completed operations per second")
         ax.set_title("throughput over time")
-        ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
-    out.append(("Throughput", svg_chart(fig)))
+        plot_title = "Throughput"
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    out.append((plot_title, svg_chart(fig)))
     plt.close(fig)
 
-    if not turns and any(c.get("cache") for c in data["configs"]):
+    if not turns and any(r.cache for r in result.configs):
         fig, ax = plt.subplots(figsize=(11, 3.2))
-        for c in data["configs"]:
-            if not c.get("cache"):
+        for r in result.configs:
+            if not r.cache:
                 continue
-            pts = [(s["t"], s["cache"].get("hit", 0) / sum(s["cache"].values())) for s in c["series"] if s["cache"]]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=c["name"])
+            pts = [(s.t, s.cache.get("hit", 0) / sum(s.cache.values())) for s in r.series if s.cache]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=title(r))
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("replay time (s)")
         ax.set_ylabel("hit ratio")
@@ -411,43 +500,60 @@ body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.invalid{color:#b00}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:12px}
-details{margin:1em 0}
+details{margin:1em 0}.legend{color:#555;font-size:13px}.conclusion{background:#f4f8ff;padding:.6em .9em}
 """
 
+_HOW_TO_READ = [
+    "Each column is one configuration, run one after another on the same servers with a fresh schema; each row "
+    "is one figure. Latencies are in milliseconds at a percentile (p50: half the operations were faster); lower "
+    "is better.",
+    "(×) divides a column by the reference column: below 1× is faster than the reference for latencies, above 1× "
+    "is more for rates and sizes.",
+    "The floor columns are bare driver calls doing the same round trips with nothing else; the '÷ its floor' rows "
+    "say what each store adds over its drivers (1.00× would be free).",
+    "Open model: operations start on the workload's schedule and latency counts from when each was due, so "
+    "queueing behind a slow server is included. 'completed' is what each configuration finished of the offered "
+    "load; a column marked INVALID did not keep the schedule and is not judged.",
+    "Round trips per turn are counted in the client (a pipeline or a Lua script is one). The servers' topology "
+    "is under the title: on loopback a round trip is cheap, across a network it costs more.",
+]
 
-def write_html(data: dict[str, Any], path: Path, *, reference: str | None = None) -> Path:
-    """A self-contained report: description, tables, inline SVG plots, raw settings."""
-    import json
 
-    reference = reference or data.get("reference") or data["configs"][0]["name"]
+def write_html(result: ResultFile, path: Path, *, reference: str | None = None) -> Path:
+    """A self-contained report: description, how to read it, tables with conclusions, inline SVG plots."""
+    ref = _reference(result, reference)
+    e = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>sessionbench {html.escape(data['created'])}"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sessionbench {e(result.created)}"
         f"</title><style>{REPORT_CSS}</style></head><body>",
-        f"<h1>sessionbench {html.escape(data.get('kind', 'workload'))} comparison</h1>",
-        f"<p>{html.escape(data['created'])} · ratios against <b>{html.escape(reference)}</b></p>",
+        f"<h1>sessionbench {e(result.kind)} comparison</h1>",
+        f"<p>{e(result.created)} · ratios against <b>{e(_reference_title(result, ref))}</b></p>",
     ]
-    parts += [f"<p>{html.escape(line)}</p>" for line in _describe(data)]
-    for title, configs in _groups(data):
-        if not configs:
+    parts += [f"<p>{e(line)}</p>" for line in _describe(result)]
+    parts.append("<h2>How to read this</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in _HOW_TO_READ) + "</ul>")
+    for heading, records in result.groups():
+        if not records:
             continue
-        header, body = _table_parts(configs, data.get("kind", "workload"), reference)
-        parts.append(f"<h2>Results {html.escape(title)}</h2>" + html_table(header, body))
-        for c in configs:
-            for reason in c["invalid"]:
-                parts.append(f"<p class='invalid'>INVALID {html.escape(c['name'])}: {html.escape(reason)}</p>")
-    if data.get("kind") == "turns":
-        parts.append(
-            "<h2>Issue 3 targets</h2>" + html_table(["target", "measured"], [list(x) for x in issue3_checks(data)])
-        )
-    for note in data.get("notes") or []:
-        parts.append(f"<p>{html.escape(note)}</p>")
-    for title, svg in _plots(data):
-        parts.append(f"<h2>{html.escape(title)}</h2>{svg}")
-    meta = {k: data.get(k) for k in ("command", "seed", "workload", "turns", "servers", "machine", "versions")}
-    meta["settings"] = {c["name"]: c.get("settings") for c in data["configs"]}
+        table = _table(result, records, ref)
+        parts.append(f"<h2>Results {e(heading)}</h2>" + html_table(table.header, table.body))
+        for r in records:
+            for reason in r.invalid:
+                parts.append(f"<p class='invalid'>INVALID {e(r.name)}: {e(reason)}</p>")
+        parts += [f"<p class='legend'>{e(line)}</p>" for line in table.legend]
+        if table.conclusion:
+            parts.append(f"<p class='conclusion'>{e(table.conclusion)}</p>")
+    if result.kind == "turns":
+        parts.append("<h2>Targets</h2>" + html_table(["target", "measured"], [list(x) for x in issue3_checks(result)]))
+    parts += [f"<p>{e(note)}</p>" for note in result.notes]
+    for heading, svg in _plots(result):
+        parts.append(f"<h2>{e(heading)}</h2>{svg}")
+    data = result.to_json()
+    meta = {k: data.get(k) for k in ("command", "seed", "workload", "turns", "servers", "topology", "machine")}
+    meta["versions"] = data.get("versions")
+    meta["settings"] = {r.name: r.settings for r in result.configs}
     parts.append(
         "<details><summary>What ran (versions, settings, servers, machine)</summary><pre>"
-        + html.escape(json.dumps(meta, indent=1, default=str))
+        + e(json.dumps(meta, indent=1, default=str))
         + "</pre></details>"
     )
     parts.append("</body></html>")
@@ -459,16 +565,20 @@ def write_html(data: dict[str, Any], path: Path, *, reference: str | None = None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    data = load_result(Path(args.result))
-    print(render_table(data, reference=args.reference))
+    path = Path(args.result)
+    result = ResultFile.load(path)
+    names = [r.name for r in result.configs]
+    if args.reference and args.reference not in names:
+        raise ValueError(f"--reference {args.reference!r} is not a configuration of {path}: {', '.join(names)}")
+    print(render_table(result, reference=args.reference))
     if args.html:
-        print(f"\nwrote {write_html(data, Path(args.html), reference=args.reference)}")
+        print(f"\nwrote {write_html(result, Path(args.html), reference=args.reference)}")
     return 0
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="re-render the table (and report.html) from a result.json")
-    p.add_argument("result", help="a result.json written by sessionbench compare")
+    p.add_argument("result", metavar="RESULT.json", help="a result.json written by sessionbench compare")
     p.add_argument("--reference", metavar="NAME", help="column for the ratios (default: the one the run used)")
     p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report here")
     p.set_defaults(func=cmd_report)

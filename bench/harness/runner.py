@@ -51,6 +51,7 @@ from store.models import ReadResult
 
 __all__ = [
     "ChatStore",
+    "Interval",
     "NoopTarget",
     "RunOptions",
     "RunResult",
@@ -197,6 +198,48 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(1, HIGHEST_NS, 3)
 
 
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """One time-series interval of a run: completed operations, cache results, errors, p50/p99.
+
+    ``ops`` counts completed operations by kind; ``p50_ms`` / ``p99_ms`` are per
+    histogram name (``read``, ``read.hit``, ...), in milliseconds, at 2 significant digits.
+    """
+
+    t: float
+    ops: dict[str, int]
+    cache: dict[str, int]
+    errors: int
+    p50_ms: dict[str, float]
+    p99_ms: dict[str, float]
+
+    @property
+    def completed(self) -> int:
+        """Operations completed in this interval (appends and reads; the ``turn`` histogram is not one)."""
+        return self.ops.get("append", 0) + self.ops.get("read", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": self.t,
+            "ops": self.ops,
+            "cache": self.cache,
+            "errors": self.errors,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Interval:
+        return cls(
+            t=float(data["t"]),
+            ops={str(k): int(v) for k, v in (data.get("ops") or {}).items()},
+            cache={str(k): int(v) for k, v in (data.get("cache") or {}).items()},
+            errors=int(data.get("errors") or 0),
+            p50_ms={str(k): float(v) for k, v in (data.get("p50_ms") or {}).items()},
+            p99_ms={str(k): float(v) for k, v in (data.get("p99_ms") or {}).items()},
+        )
+
+
 class _Bucket:
     __slots__ = ("cache", "errors", "hist", "ops")
 
@@ -266,23 +309,23 @@ class Recorder:
         if self.enabled:
             self.lag.record_value(min(max(1, lag_ns // 1000), HIGHEST_INTERVAL_US))
 
-    def series(self) -> list[dict[str, Any]]:
+    def series(self) -> list[Interval]:
         """Per-interval figures, oldest first (empty intervals included)."""
         if not self._buckets:
             return []
         seconds = self._interval / 1e9
-        out: list[dict[str, Any]] = []
+        out: list[Interval] = []
         for index in range(max(self._buckets) + 1):
             b = self._buckets.get(index) or _Bucket()
             out.append(
-                {
-                    "t": round(index * seconds, 3),
-                    "ops": dict(b.ops),
-                    "cache": dict(b.cache),
-                    "errors": b.errors,
-                    "p50_ms": {k: h.get_value_at_percentile(50) / 1000 for k, h in b.hist.items()},
-                    "p99_ms": {k: h.get_value_at_percentile(99) / 1000 for k, h in b.hist.items()},
-                }
+                Interval(
+                    t=round(index * seconds, 3),
+                    ops=dict(b.ops),
+                    cache=dict(b.cache),
+                    errors=b.errors,
+                    p50_ms={k: h.get_value_at_percentile(50) / 1000 for k, h in b.hist.items()},
+                    p99_ms={k: h.get_value_at_percentile(99) / 1000 for k, h in b.hist.items()},
+                )
             )
         return out
 
@@ -307,11 +350,15 @@ class RunResult:
     cpu_s: float
     scheduler_busy_s: float
     lag: HdrHistogram
-    series: list[dict[str, Any]]
+    series: list[Interval]
     options: dict[str, Any]
     invalid: list[str] = field(default_factory=list)
     window_turns: int = -1
     """Turns over the whole run including warm-up (what driver calls are divided by); -1: ``turns``."""
+    offered: int | None = None
+    """Open model: operations the schedule offered (dispatched) in ``schedule_s``; None in closed loops."""
+    schedule_s: float | None = None
+    """Open model: the length of the schedule in replay seconds (the offered rate's denominator)."""
 
     def __post_init__(self) -> None:
         if self.window_turns < 0:
@@ -324,6 +371,7 @@ class RunResult:
 
     @property
     def throughput(self) -> float:
+        """Completed operations per second of the run."""
         return self.operations / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
@@ -471,9 +519,12 @@ class _OpenRun:
         mark = start
         since_yield = 0
         next_progress = 1.0
+        offered = 0
+        last_t = 0.0
         for dispatched, ev in enumerate(events, start=1):
             if ev.t > stop_t:
                 break
+            last_t = ev.t
             now = perf_counter_ns()
             due = now if o.asap else start + round(ev.t * 1e9)
             wait = due - slack - now
@@ -487,6 +538,7 @@ class _OpenRun:
                 self.invalid.append(f"more than {o.max_in_flight} operations in flight at t={ev.t:.1f} s: overloaded")
                 break
             self.dispatch(ev, due)
+            offered += 1
             since_yield += 1
             if dispatched % 4096 == 0:
                 self.sweep(now)
@@ -526,6 +578,8 @@ class _OpenRun:
             series=self.rec.series(),
             options=o.to_dict(),
             invalid=self.invalid,
+            offered=offered,
+            schedule_s=None if o.asap else (o.duration if o.duration is not None else last_t),
         )
 
 
