@@ -35,27 +35,10 @@ def _message(seq: int) -> str:
 
 
 def _decode_read(reply: list[object]) -> tuple[object, ...]:
-    """The read script's reply in the model's form (a hit's JSON array as its items)."""
+    """The read script's reply in the model's form."""
     if reply[0] == "hit":
-        blob = str(reply[2])
-        items = [] if blob == "[]" else _split(blob[1:-1])
-        return ("hit", int(reply[1]), items)  # type: ignore[call-overload]
+        return ("hit", int(reply[1]), list(reply[2]))  # type: ignore[call-overload]
     return tuple(int(x) if isinstance(x, int) else x for x in reply)
-
-
-def _split(inner: str) -> list[str]:
-    """Split ``[..],[..]`` into its top-level arrays (the test's messages hold no brackets in strings)."""
-    out, depth, start = [], 0, 0
-    for i, ch in enumerate(inner):
-        if ch == "[":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth == 0:
-                out.append(inner[start : i + 1])
-    return out
 
 
 @pytest.mark.parametrize("sliding", [True, False], ids=["sliding", "fixed"])

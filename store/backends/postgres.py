@@ -4,11 +4,13 @@ Round trips (steady state, prepared statements cached on the connection):
 
 * ``add_message`` / ``add_messages`` (a whole turn): **1** — one statement bumps
   ``chat_sessions.last_seq`` (creating the session if needed, checking the owner)
-  and inserts the messages with the seqs it returned.
+  and inserts the messages with the seqs it returned (scalar parameters for one
+  message, arrays with ``unnest`` for a turn).
 * ``get_messages``: **1** — one statement returns the session's owner and
   ``last_seq`` and the requested window (a LATERAL join).
 * ``create_session``, ``get_session``, ``list_sessions``, ``search``,
-  ``delete_session``: **1** each; ``cleanup_inactive``: 1 per batch; ``export``: a
+  ``delete_session``, ``pop_message``: **1** each (a pop that loses a race with
+  another pop of the same session asks again: one more); ``cleanup_inactive``: 1 per batch; ``export``: a
   server-side cursor in one transaction.
 
 The pool is passed in; whoever created it closes it (see :func:`store.open_store`).
@@ -69,6 +71,22 @@ FROM s, unnest($4::text[], $5::text[], $6::jsonb[]) WITH ORDINALITY AS m(role, c
 RETURNING seq, created_at
 """
 
+# The same for one message, with scalar parameters: no arrays to encode or unnest (the
+# message-at-a-time pattern of most chat apps; ~10% less server and client work).
+_APPEND_ONE = """
+WITH s AS (
+    INSERT INTO chat_sessions AS cs (session_id, user_id, last_seq, last_message_at)
+    VALUES ($1, $2, 1, now())
+    ON CONFLICT (session_id) DO UPDATE
+        SET last_seq = cs.last_seq + 1, last_message_at = now(), is_active = true
+        WHERE $2::text IS NULL OR cs.user_id IS NOT DISTINCT FROM $2::text
+    RETURNING cs.last_seq
+)
+INSERT INTO chat_messages (session_id, seq, role, content, created_at, metadata)
+SELECT $1, s.last_seq, $3, $4, now(), $5::jsonb FROM s
+RETURNING seq, created_at
+"""
+
 _WINDOW = """
 SELECT s.user_id, s.last_seq, m.seq, m.role, m.content, m.created_at, m.metadata
 FROM chat_sessions s
@@ -79,6 +97,22 @@ LEFT JOIN LATERAL (
 ) m ON true
 WHERE s.session_id = $1
 ORDER BY m.seq
+"""
+
+# Delete the session's newest message (if the acting user $2 may) and say what was found:
+# no row: no session; ``newest`` NULL: no message; ``newest`` set but nothing deleted: a
+# concurrent pop deleted that row first (this statement's snapshot predates it), so the
+# caller asks again.  ``last_seq`` is left alone: the seq is never given out again.
+_POP = """
+WITH s AS (SELECT user_id FROM chat_sessions WHERE session_id = $1),
+v AS (SELECT seq FROM chat_messages WHERE session_id = $1 ORDER BY seq DESC LIMIT 1),
+d AS (
+    DELETE FROM chat_messages m USING s, v
+    WHERE m.session_id = $1 AND m.seq = v.seq AND ($2::text IS NULL OR s.user_id = $2)
+    RETURNING m.seq, m.role, m.content, m.created_at, m.metadata
+)
+SELECT s.user_id, v.seq AS newest, d.seq, d.role, d.content, d.created_at, d.metadata
+FROM s LEFT JOIN v ON true LEFT JOIN d ON true
 """
 
 _SESSION_COLUMNS = "session_id, user_id, created_at, last_message_at, last_seq, metadata, is_active"
@@ -330,10 +364,16 @@ class PostgresStore(BaseStore):
 
     # -- messages --------------------------------------------------------------------------
     async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
+        key = uuid.UUID(sid)
+        if len(batch) == 1:
+            role, content, meta = batch[0]
+            row = await self._run("add_messages", lambda c: c.fetchrow(_APPEND_ONE, key, uid, role, content, meta))
+            if row is None:
+                raise SessionNotFound(sid)
+            return [Message(sid, row[0], role, content, row[1], meta)]
         roles, contents, metas = zip(*batch, strict=True)
         rows = await self._run(
-            "add_messages",
-            lambda c: c.fetch(_APPEND, uuid.UUID(sid), uid, len(batch), list(roles), list(contents), list(metas)),
+            "add_messages", lambda c: c.fetch(_APPEND, key, uid, len(batch), list(roles), list(contents), list(metas))
         )
         if not rows:
             raise SessionNotFound(sid)
@@ -365,6 +405,21 @@ class PostgresStore(BaseStore):
                 return ReadResult([], "bypass")
             raise SessionNotFound(sid)
         return ReadResult(window.messages, "bypass")
+
+    async def _pop(self, sid: str, uid: str | None) -> Message | None:
+        for _ in range(8):
+            row = await self._run("pop_message", lambda c: c.fetchrow(_POP, uuid.UUID(sid), uid))
+            if row is None or (uid is not None and row["user_id"] != uid):
+                if uid is None:
+                    return None
+                raise SessionNotFound(sid)
+            if row["newest"] is None:
+                return None
+            if row["seq"] is not None:
+                return Message(sid, row["seq"], row["role"], row["content"], row["created_at"], row["metadata"])
+            # Another pop took that message after this statement's snapshot: a new statement
+            # sees what is newest now (an extra round trip only when two pops race).
+        raise StoreUnavailable(f"PostgreSQL pop_message kept racing on session {sid}")
 
     async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
         q = """

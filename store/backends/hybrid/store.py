@@ -23,11 +23,22 @@ with its ``seq``).  The consistency contract (ARCHITECTURE.md, "The hybrid contr
    a circuit breaker stops waiting on a dead Redis.  A committed write whose entry
    could not be updated is recorded in PostgreSQL before it is acknowledged, and every
    process drops such entries before trusting them again (:mod:`.sync`).
-6. TTL is sliding by default (refreshed on read and write) or fixed; delete and cleanup
-   remove cache entries too.
+6. TTL is sliding by default (refreshed on read and write) or fixed; delete, cleanup
+   and pop remove cache entries too.
 7. Many processes: an acknowledged write is in every window any process serves more
    than ``4 x cache.sync_interval`` seconds (2 s by default) after it, even if the writer
    was cut off from Redis or died (:mod:`.sync` states the mechanism and the bound).
+
+Pops.  ``pop_message`` deletes the newest message in PostgreSQL and then the whole
+entry (its lease too, so a populate read before the pop is discarded), recording the
+session like any other write when Redis cannot do it.  PostgreSQL never gives the
+popped seq out again (``last_seq`` stays), and an entry always ends at ``last_seq``:
+a populate stores only the newest run of consecutive seqs ending there, and nothing
+when the newest message was popped since the last append.  So an append script
+delayed past the pop, carrying the popped message, finds the entry absent or already
+at or past that seq (``present``): it can never put the popped message back, and a
+later append (the next seq) is never mistaken for it.  Reads reaching below such a
+gap go to PostgreSQL (``bypass``) until enough messages follow it.
 
 Keys (:mod:`.keys`): three per session, one hash tag, so every script touches one Redis
 Cluster slot; the cache epoch lives in PostgreSQL and is passed to the scripts.
@@ -40,6 +51,8 @@ Round trips:
 * ``add_message`` / ``add_messages`` (a turn): **1 PG + 1 Redis**.  When the entry
   cannot be updated (Redis down, the breaker open, the session marked stale): 1 PG + 1 PG
   (the write, then its invalidation record) and no Redis.
+* ``pop_message``: **1 PG + 1 Redis** (the delete, then the entry's); 1 PG + 1 PG when
+  Redis cannot delete it (the invalidation record); 1 PG alone when nothing was popped.
 * In the background, per process: 1 PG round trip every ``cache.sync_interval``
   (0.5 s); after an outage, 1 Redis + 1 PG round trip to drop the stale entries.
 """
@@ -57,7 +70,7 @@ from store.backends.base import BaseStore, Batch
 from store.backends.hybrid import scripts
 from store.backends.hybrid.breaker import CircuitBreaker
 from store.backends.hybrid.client import RedisClient, redis_kind
-from store.backends.hybrid.codec import CacheEntry, decode_window, encode_message
+from store.backends.hybrid.codec import CacheEntry, decode_entries, encode_message
 from store.backends.hybrid.keys import EPOCH, LAST, OWNER, KeyLayout
 from store.backends.hybrid.rules import servable
 from store.backends.hybrid.sync import CacheSync
@@ -197,7 +210,7 @@ class HybridStore(BaseStore):
                 kind = reply[0]
                 if kind == "hit":
                     self.events.cache_result("hit")
-                    return ReadResult(decode_window(sid, reply[2]), "hit")
+                    return ReadResult(decode_entries(sid, reply[2]), "hit")
                 if kind == "forbidden":
                     self.events.cache_result("hit")
                     raise SessionNotFound(sid)
@@ -217,7 +230,9 @@ class HybridStore(BaseStore):
                 return ReadResult([], result)
             raise SessionNotFound(sid)
         if token:
-            await self._fill(sid, keys, token, window.last_seq, window.user_id, window.messages[-self.cache.size :])
+            cacheable = cacheable_suffix(window.messages[-self.cache.size :], window.last_seq)
+            if cacheable is not None:
+                await self._fill(sid, keys, token, window.last_seq, window.user_id, cacheable)
         if uid is not None and window.user_id != uid:
             raise SessionNotFound(sid)
         return ReadResult(window.messages[-limit:], result)
@@ -310,6 +325,21 @@ class HybridStore(BaseStore):
             await self._drop([sid], "delete", "delete_session")
         return deleted
 
+    async def _pop(self, sid: str, uid: str | None) -> Message | None:
+        """The durable pop, then the entry is deleted (or the session recorded) before returning."""
+        try:
+            popped = await self.durable._pop(sid, uid)
+        except StoreUnavailable as exc:
+            if exc.in_doubt:
+                self.sync.mark([sid])  # the delete may have committed
+            raise
+        except asyncio.CancelledError:
+            self.sync.mark([sid])
+            raise
+        if popped is not None:
+            await self._drop([sid], "pop", "pop_message")
+        return popped
+
     async def _cleanup(self, older_than: float, batch_size: int) -> int:
         total = 0
         while True:
@@ -373,3 +403,23 @@ class HybridStore(BaseStore):
                 await self.redis.aclose()
             finally:
                 await self.durable.close()
+
+
+def cacheable_suffix(messages: list[Message], last_seq: int) -> list[Message] | None:
+    """What of a PostgreSQL window (oldest first) a cache entry may hold, or None for nothing.
+
+    An entry is a run of consecutive seqs ending at the session's ``last_seq`` (the read
+    script counts positions from it).  Without pops that is the whole window; after one,
+    only the messages above the newest gap, and None when the newest message itself was
+    popped (``last_seq`` names a seq that no longer exists) or every message was.
+    """
+    if not messages:
+        return [] if last_seq == 0 else None
+    if messages[-1].seq != last_seq:
+        return None
+    if last_seq - messages[0].seq == len(messages) - 1:
+        return messages  # seqs strictly increase, so this span means no gap: the usual case
+    start = len(messages) - 1
+    while start > 0 and messages[start - 1].seq == messages[start].seq - 1:
+        start -= 1
+    return messages[start:]
