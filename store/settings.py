@@ -99,8 +99,10 @@ class Settings:
         """Read ``SESSIONSTORE_*`` variables plus ``DATABASE_URL`` and ``REDIS_URL``.
 
         ``SESSIONSTORE_BACKEND``; ``SESSIONSTORE_CACHE_SIZE``, ``_CACHE_TTL``,
-        ``_CACHE_SLIDING``; ``SESSIONSTORE_REDIS_TIMEOUT``; ``SESSIONSTORE_PG_POOL_MAX``,
-        ``_PG_ACQUIRE_TIMEOUT``; ``SESSIONSTORE_CONTENT_BYTES``; ``SESSIONSTORE_MEMORY_MAX_SESSIONS``.
+        ``_CACHE_SLIDING``, ``_CACHE_SYNC_INTERVAL``; ``SESSIONSTORE_REDIS_TIMEOUT``,
+        ``_REDIS_CLUSTER``; ``SESSIONSTORE_PG_POOL_MAX``, ``_PG_ACQUIRE_TIMEOUT``,
+        ``_PG_STATEMENT_CACHE_SIZE``; ``SESSIONSTORE_CONTENT_BYTES``;
+        ``SESSIONSTORE_MEMORY_MAX_SESSIONS``.
         """
         env = os.environ if environ is None else environ
         overrides: dict[str, str] = {}
@@ -154,6 +156,7 @@ _ENV_KEYS = {
     "SESSIONSTORE_CACHE_SIZE": "cache.size",
     "SESSIONSTORE_CACHE_TTL": "cache.ttl",
     "SESSIONSTORE_CACHE_SLIDING": "cache.sliding",
+    "SESSIONSTORE_CACHE_SYNC_INTERVAL": "cache.sync_interval",
     "SESSIONSTORE_REDIS_TIMEOUT": "redis.socket_timeout",
     "SESSIONSTORE_PG_POOL_MAX": "postgres.max_size",
     "SESSIONSTORE_PG_ACQUIRE_TIMEOUT": "postgres.acquire_timeout",
