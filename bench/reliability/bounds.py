@@ -1,4 +1,4 @@
-"""Resource bounds, measured: ``python -m bench.reliability.bounds`` prints the figures.
+"""Resource bounds, measured: ``sessionbench bounds`` prints the figures.
 
 Three measurements, each a function the tests call at a smaller scale
 (``tests/test_resource_bounds.py``):
@@ -470,22 +470,46 @@ async def _run(args: argparse.Namespace, database_url: str, redis_url: str) -> d
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reliability.bounds", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
     parser.add_argument("--only", nargs="+", choices=("memory", "redis", "cleanup"),
-                        default=["memory", "redis", "cleanup"])  # fmt: skip
-    parser.add_argument("--sessions", type=int, default=100_000, help="inactive sessions to clean up (100000)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="cleanup batch size (1000)")
-    parser.add_argument("--max-sessions", type=int, default=20_000, help="memory backend bound (20000)")
-    parser.add_argument("--redis-sessions", type=int, default=1000, help="sessions cached in Redis (1000)")
-    parser.add_argument("--window", type=int, default=20, help="cache.size (20)")
-    args = parser.parse_args(argv)
+                        default=["memory", "redis", "cleanup"], help="bounds to measure (default: all)")  # fmt: skip
+    parser.add_argument("--sessions", type=int, default=100_000, metavar="N",
+                        help="inactive sessions to clean up (100000)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=1000, metavar="N", help="cleanup batch size (1000)")
+    parser.add_argument("--max-sessions", type=int, default=20_000, metavar="N", help="memory backend bound (20000)")
+    parser.add_argument("--redis-sessions", type=int, default=1000, metavar="N",
+                        help="sessions cached in Redis (1000)")  # fmt: skip
+    parser.add_argument("--window", type=int, default=20, metavar="MESSAGES", help="cache.size (20)")
+    parser.set_defaults(func=_command)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bounds",
+        help="measure the resource bounds: memory backend RSS, Redis memory per window, cleanup under load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _arguments(p)
+
+
+def _command(args: argparse.Namespace) -> int:
+    for name in ("sessions", "batch_size", "max_sessions", "redis_sessions", "window"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     with open_servers(args.servers) as servers:
-        print(f"servers: {servers.describe()}")
+        print(f"servers: {servers.describe()}", flush=True)
         asyncio.run(_run(args, servers.database_url, servers.redis_url))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sessionbench bounds", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``python -m bench.service.http_bench``: requests/s and latency of the HTTP service, 16 connections.
+"""``sessionbench http-bench``: requests/s and latency of the HTTP service, 16 connections.
 
 Starts ``sessionbench serve`` (``--backend``, embedded servers, 127.0.0.1, a free port)
 as a child process, or targets ``--url``.  Each of ``--connections`` workers acts as its
@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -221,17 +222,39 @@ def profiled(url: str, pid: int, raw: Path, args: argparse.Namespace) -> tuple[l
     return phases, [title, summarize_profile(raw)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.service.http_bench", description=__doc__.split("\n\n")[0])
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="an already running service (dev auth on); default: start one")
-    parser.add_argument("--backend", default="hybrid", choices=["hybrid", "postgres", "memory"])
-    parser.add_argument("--servers", default="auto", choices=["auto", "embedded", "external"])
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=5000, help="per phase")
-    parser.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    parser.add_argument("--backend", default="hybrid", choices=["hybrid", "postgres", "memory"],
+                        help="the backend of the service started here (default: hybrid)")  # fmt: skip
+    parser.add_argument("--servers", default="auto", choices=["auto", "embedded", "external"],
+                        help="where servers come from (default: auto)")  # fmt: skip
+    parser.add_argument("--connections", type=int, default=16, metavar="N", help="concurrent connections (16)")
+    parser.add_argument("--requests", type=int, default=5000, metavar="N", help="requests per phase, at most (5000)")
+    parser.add_argument("--seconds", type=float, default=20.0, metavar="S", help="seconds per phase, at most (20)")
     parser.add_argument("--profile", nargs="?", const="results/http_bench.collapsed", metavar="FILE",
                         help="py-spy the service into FILE (default results/http_bench.collapsed)")  # fmt: skip
+    parser.set_defaults(func=_command)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "http-bench",
+        help="requests/s and latency of the HTTP service per route, closed loop (16 connections)",
+        description=__doc__.split("\n\n")[0],
+    )
+    _arguments(p)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sessionbench http-bench", description=__doc__.split("\n\n")[0])
+    _arguments(parser)
     args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.connections < 1 or args.requests < 1 or not args.seconds > 0:
+        raise ValueError("--connections and --requests must be at least 1 and --seconds above 0")
     with tempfile.TemporaryDirectory(prefix="sessionbench-http-") as tmp:
         out_dir = Path(tmp)
         notes: list[str] = []
