@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
-from bench.servers import MODES, ServerError, open_servers
+from bench.servers import MODES, POOLERS, REDIS_SPEC_HELP, ServerError, open_servers, parse_redis_spec
 from store.errors import StoreError
 
 #: Modules that add a subcommand: each has ``register(subparsers) -> None`` and sets
@@ -19,6 +22,10 @@ COMMANDS: tuple[str, ...] = (
     "bench.harness.compare",
     "bench.harness.report",
     "bench.harness.regress",
+    "bench.harness.overhead",
+    "bench.harness.hotpath",
+    "bench.reliability.bounds",
+    "bench.service.http_bench",
     "bench.service.serve",
     "bench.service.loadtest",
     "bench.advisor.sources",
@@ -27,11 +34,48 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+def _redis_spec(text: str) -> str:
+    """argparse type for --redis: the spec itself, checked before anything starts."""
+    try:
+        parse_redis_spec(text)
+    except ServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM (a second press must not leave servers half-stopped), then restore."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _cmd_servers(args: argparse.Namespace) -> int:
-    with open_servers(args.servers) as servers:
-        print(servers.describe())
-        print(f"DATABASE_URL={servers.database_url}")
-        print(f"REDIS_URL={servers.redis_url}")
+    with (
+        contextlib.ExitStack() as after_stop,
+        open_servers(args.servers, redis=args.redis, pooler=args.pooler) as servers,
+    ):
+        try:
+            print(f"# {servers.describe()}", flush=True)
+            print(f"export DATABASE_URL={shlex.quote(servers.database_url)}", flush=True)
+            print(f"export REDIS_URL={shlex.quote(servers.redis_url)}", flush=True)
+            if args.once or servers.mode == "external":
+                return 0
+            print("sessionbench: servers running; Ctrl-C or SIGTERM stops them", file=sys.stderr, flush=True)
+            with contextlib.suppress(KeyboardInterrupt):  # SIGTERM arrives as KeyboardInterrupt too (_terminate)
+                while True:
+                    time.sleep(3600)
+        finally:
+            # after_stop exits last: a second Ctrl-C or SIGTERM is ignored until every server has stopped
+            after_stop.enter_context(_signals_ignored())
+    print("sessionbench: servers stopped", file=sys.stderr, flush=True)
     return 0
 
 
@@ -41,8 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure where LLM chat history should live: memory, PostgreSQL, or Redis + PostgreSQL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("servers", help="start the embedded PostgreSQL and Redis, print versions and URLs, stop")
+    p = sub.add_parser(
+        "servers",
+        help="start PostgreSQL and Redis, print export lines, keep them running until Ctrl-C or SIGTERM",
+        description="Start the embedded PostgreSQL and Redis (or a Redis cluster, or PgBouncer in front of "
+        "PostgreSQL), print '# versions' and 'export DATABASE_URL=...' / 'export REDIS_URL=...' lines, and keep "
+        "the servers running until Ctrl-C or SIGTERM, which stops them (exit 0). With --once, or in external "
+        "mode (nothing started here), print and exit.",
+    )
     p.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
+    p.add_argument("--redis", type=_redis_spec, default="single", metavar="TOPOLOGY",
+                   help=f"{REDIS_SPEC_HELP}; default: single (embedded mode only)")  # fmt: skip
+    p.add_argument("--pooler", choices=POOLERS, default="none",
+                   help="pgbouncer: PgBouncer in transaction mode in front of PostgreSQL, DATABASE_URL points "
+                   "through it (Debian's pgbouncer package; embedded mode only); default: none")  # fmt: skip
+    p.add_argument("--once", action="store_true", help="print versions and URLs, then stop the servers at once")
     p.set_defaults(func=_cmd_servers)
     for module in COMMANDS:
         importlib.import_module(module).register(sub)

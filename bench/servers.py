@@ -14,6 +14,11 @@ Three modes, chosen explicitly or by :func:`resolve_mode`:
 ``docker``
     testcontainers, only where a Docker engine answers.
 
+In embedded mode :func:`open_servers` can also start a Redis Cluster of N masters
+(:class:`EmbeddedRedisCluster`, ``redis="cluster:N"``) instead of one server, and a
+PgBouncer in transaction mode in front of PostgreSQL (:class:`EmbeddedPgBouncer`,
+``pooler="pgbouncer"``, from Debian's ``pgbouncer`` package).
+
 Embedded servers can be killed, frozen and restarted on the same port, which
 the fault-injection tests rely on.  Only processes started here are signalled,
 always by their own PID (or the process group this module created).
@@ -320,14 +325,17 @@ class EmbeddedRedis:
     def settings(self) -> dict[str, str]:
         return {"bind": "127.0.0.1", "save": '""', "appendonly": "no", "maxmemory-policy": "noeviction"}
 
+    def _command(self, workdir: Path) -> list[str]:
+        return [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no",
+                "--logfile", str(workdir / "redis.log")]  # fmt: skip
+
     def start(self) -> None:
         t0 = time.perf_counter()
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="sessionbench-redis-"))
         log = self._workdir / "redis.log"
-        cmd = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", str(self._workdir), "--daemonize", "no",
-               "--logfile", str(log)]  # fmt: skip
+        cmd = self._command(self._workdir)
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -384,6 +392,357 @@ class EmbeddedRedis:
             self._workdir = None
 
 
+# --------------------------------------------------------------------------- Redis Cluster
+
+CLUSTER_SLOTS = 16384
+MAX_CLUSTER_MASTERS = 16
+REDIS_SPEC_HELP = "single (one server) or cluster:N (a cluster of N masters, 1-16)"
+
+
+def parse_redis_spec(spec: str) -> int | None:
+    """``"single"`` -> None (one standalone server), ``"cluster:N"`` -> N masters; anything else is a ServerError."""
+    if spec == "single":
+        return None
+    kind, _, count = spec.partition(":")
+    if kind == "cluster" and count.isascii() and count.isdecimal() and 1 <= int(count) <= MAX_CLUSTER_MASTERS:
+        return int(count)
+    raise ServerError(f"unknown Redis topology {spec!r}: expected {REDIS_SPEC_HELP}")
+
+
+def slot_ranges(masters: int) -> list[tuple[int, int]]:
+    """The 16384 hash slots in ``masters`` contiguous inclusive ranges (the last one takes the remainder)."""
+    step = CLUSTER_SLOTS // masters
+    return [(i * step, CLUSTER_SLOTS - 1 if i == masters - 1 else (i + 1) * step - 1) for i in range(masters)]
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _node_command(port: int, *args: str | int) -> object:
+    """One command on one node, no cluster redirection (the admin commands that build the cluster)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: a node that is down answers "down" at once (redis-py's default backs off for seconds).
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                     retry=Retry(NoBackoff(), 0), decode_responses=True) as client:  # fmt: skip
+        return client.execute_command(*args)
+
+
+def _cluster_info(port: int) -> dict[str, str] | None:
+    """``CLUSTER INFO`` of one node as strings, or None when it does not answer."""
+    import redis
+
+    try:
+        raw = _node_command(port, "CLUSTER", "INFO")
+    except (redis.RedisError, OSError):
+        return None
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    lines = str(raw).splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines) if v}
+
+
+class ClusterNode(EmbeddedRedis):
+    """One master of an :class:`EmbeddedRedisCluster`: an EmbeddedRedis in cluster mode with a fixed bus port.
+
+    ``kill()`` is a crash: the node's keys are gone, its ``nodes.conf`` stays, and the other masters mark
+    it failed after the node timeout (then every node answers CLUSTERDOWN).  ``restart()`` starts it
+    again on the same ports with the same node id and slots, and returns once every node reports
+    ``cluster_state:ok``.
+    """
+
+    def __init__(self, cluster: EmbeddedRedisCluster, index: int, port: int, bus_port: int) -> None:
+        super().__init__(port=port, binary=cluster.binary)
+        self.index = index
+        self.bus_port = bus_port
+        self._cluster = cluster
+        self._workdir = cluster.root / f"node{index}"
+        self._workdir.mkdir()
+
+    def _command(self, workdir: Path) -> list[str]:
+        return [*super()._command(workdir), "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
+                "--cluster-config-file", str(workdir / "nodes.conf"), "--cluster-announce-ip", "127.0.0.1",
+                "--cluster-node-timeout", str(self._cluster.node_timeout_ms)]  # fmt: skip
+
+    def settings(self) -> dict[str, str]:
+        return {**super().settings(), "cluster-enabled": "yes",
+                "cluster-node-timeout": str(self._cluster.node_timeout_ms)}  # fmt: skip
+
+    def restart(self) -> None:
+        super().restart()
+        self._cluster.wait_ok()
+
+
+class EmbeddedRedisCluster:
+    """A Valkey/Redis Cluster of ``masters`` masters (no replicas) that this process started and owns.
+
+    Every node binds 127.0.0.1 on its own free client port and an explicit free cluster-bus port.
+    ``start()`` assigns the slots in contiguous ranges (CLUSTER ADDSLOTSRANGE), introduces the nodes
+    to node 0 (CLUSTER MEET) and returns once every node reports ``cluster_state:ok``: about 2 s,
+    because a freshly started master keeps itself out of service for 2 s.  Full slot coverage is
+    required (the server default), so with one master dead the whole cluster answers CLUSTERDOWN,
+    as a production cluster without replicas does.  ``url`` is node 0's; cluster clients discover
+    the others from it.
+    """
+
+    def __init__(self, masters: int = 3, *, binary: Path | None = None, node_timeout_ms: int = 1000) -> None:
+        if not 1 <= masters <= MAX_CLUSTER_MASTERS:
+            raise ServerError(f"a cluster needs 1 to {MAX_CLUSTER_MASTERS} masters, not {masters}")
+        if node_timeout_ms < 100:
+            raise ServerError(f"cluster node timeout must be at least 100 ms, not {node_timeout_ms}")
+        self.binary = binary or find_redis_server()
+        self.node_timeout_ms = node_timeout_ms
+        self.root = Path(tempfile.mkdtemp(prefix="sessionbench-redis-cluster-"))
+        ports = _distinct_free_ports(2 * masters)
+        self.nodes = [ClusterNode(self, i, ports[2 * i], ports[2 * i + 1]) for i in range(masters)]
+        self.slot_ranges = slot_ranges(masters)
+        self.start_seconds = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [node.pid for node in self.nodes]
+
+    def version(self) -> str:
+        return self.nodes[0].version()
+
+    def settings(self) -> dict[str, str]:
+        return {**self.nodes[0].settings(), "cluster-masters": str(len(self.nodes))}
+
+    def start(self) -> None:
+        """Start every node, assign slots, meet, wait for ``cluster_state:ok``; on failure stop them all."""
+        t0 = time.perf_counter()
+        try:
+            for node in self.nodes:
+                node.start()
+            for node, (first, last) in zip(self.nodes, self.slot_ranges, strict=True):
+                _node_command(node.port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            for node in self.nodes[1:]:
+                _node_command(self.nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.perf_counter() - t0
+
+    def states(self) -> dict[int, str]:
+        """``cluster_state`` per node port (``down`` for a node that does not answer)."""
+        out: dict[int, str] = {}
+        for node in self.nodes:
+            info = _cluster_info(node.port)
+            out[node.port] = "down" if info is None else info.get("cluster_state", "?")
+        return out
+
+    def _node_ok(self, info: dict[str, str] | None) -> bool:
+        return (
+            info is not None
+            and info.get("cluster_state") == "ok"
+            and info.get("cluster_known_nodes") == str(len(self.nodes))
+            and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
+        )
+
+    def wait_ok(self, timeout: float = _START_TIMEOUT) -> None:
+        """Return once every node reports ``cluster_state:ok``, knows every node and sees every slot ok."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for node in self.nodes:
+                if node._proc is None or node._proc.poll() is not None:
+                    raise ServerError(f"cluster node {node.index} (port {node.port}) is not running")
+            if all(self._node_ok(_cluster_info(node.port)) for node in self.nodes):
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"redis cluster not ok within {timeout:.0f} s: states {self.states()}")
+            time.sleep(0.02)
+
+    def keyslot(self, key: str) -> int:
+        """The hash slot of ``key`` (asked of a live node: ``CLUSTER KEYSLOT``)."""
+        for node in self.nodes:
+            if node.pid is not None:
+                slot = _node_command(node.port, "CLUSTER", "KEYSLOT", key)
+                assert isinstance(slot, int)
+                return slot
+        raise ServerError("no cluster node is running")
+
+    def node_for_slot(self, slot: int) -> ClusterNode:
+        """The master that owns ``slot`` (slots never move here: no resharding)."""
+        for node, (first, last) in zip(self.nodes, self.slot_ranges, strict=True):
+            if first <= slot <= last:
+                return node
+        raise ServerError(f"slot {slot} is outside 0-{CLUSTER_SLOTS - 1}")
+
+    def node_for_key(self, key: str) -> ClusterNode:
+        """The master that owns ``key``'s slot (hash tags respected: ``{x}a`` and ``{x}b`` share one)."""
+        return self.node_for_slot(self.keyslot(key))
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index`` (by its PID); see :class:`ClusterNode`."""
+        self.nodes[index].kill()
+
+    def restart(self, index: int) -> None:
+        """Start node ``index`` again on its ports and wait until the whole cluster is ok."""
+        self.nodes[index].restart()
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop every node (SIGTERM, then SIGKILL), optionally delete their directories."""
+        for node in self.nodes:
+            node.stop(remove=remove)
+        if remove:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- PgBouncer
+
+POOL_MODES: tuple[str, ...] = ("session", "transaction", "statement")
+POOLERS: tuple[str, ...] = ("none", "pgbouncer")
+PGBOUNCER_INSTALL = "install Debian's pgbouncer package: apt-get install pgbouncer"
+
+
+def find_pgbouncer() -> Path:
+    """Locate the pgbouncer binary: PATH, then /usr/sbin (not on every user's PATH)."""
+    for candidate in (shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise ServerError(f"pgbouncer not found on PATH or in /usr/sbin: {PGBOUNCER_INSTALL}")
+
+
+class EmbeddedPgBouncer:
+    """A PgBouncer in front of an :class:`EmbeddedPostgres`, started and owned by this process.
+
+    Listens on 127.0.0.1 on a free port (no Unix socket); its ini and user list live in a temporary
+    directory.  Authentication is ``trust`` for the ``postgres`` user, as on the PostgreSQL behind it.
+    Every server connection runs ``DEALLOCATE ALL`` when a client releases it, also in transaction
+    mode: asyncpg's cursors create named prepared statements even with ``statement_cache_size=0``,
+    and without the reset a later client can collide with one.  As root it runs as ``nobody``.
+    """
+
+    def __init__(
+        self,
+        postgres: EmbeddedPostgres,
+        *,
+        pool_mode: str = "transaction",
+        pool_size: int = 50,
+        max_client_conn: int = 500,
+        port: int | None = None,
+        binary: Path | None = None,
+    ) -> None:
+        if pool_mode not in POOL_MODES:
+            raise ServerError(f"unknown pool_mode {pool_mode!r}; choose one of {', '.join(POOL_MODES)}")
+        if pool_size < 1 or max_client_conn < 1:
+            raise ServerError(f"pool_size and max_client_conn must be positive ({pool_size}, {max_client_conn})")
+        self.binary = binary or find_pgbouncer()
+        self.postgres = postgres
+        self.pool_mode = pool_mode
+        self.pool_size = pool_size
+        self.max_client_conn = max_client_conn
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self.start_seconds = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.binary), "--version"], capture_output=True, check=True)
+        return out.stdout.decode().splitlines()[0].strip()
+
+    def settings(self) -> dict[str, str]:
+        """The ``[pgbouncer]`` settings besides addresses and files (for the ini and for reports)."""
+        return {
+            "pool_mode": self.pool_mode,
+            "default_pool_size": str(self.pool_size),
+            "max_client_conn": str(self.max_client_conn),
+            "auth_type": "trust",
+            "server_reset_query": "DEALLOCATE ALL",
+            "server_reset_query_always": "1",
+            "ignore_startup_parameters": "extra_float_digits",
+        }
+
+    def _write_config(self, workdir: Path) -> Path:
+        userlist = workdir / "userlist.txt"
+        userlist.write_text('"postgres" ""\n')
+        lines = [
+            "[databases]",
+            f"* = host=127.0.0.1 port={self.postgres.port}",
+            "",
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            f"auth_file = {userlist}",
+            "admin_users = postgres",
+            *(f"{name} = {value}" for name, value in self.settings().items()),
+        ]
+        ini = workdir / "pgbouncer.ini"
+        ini.write_text("\n".join(lines) + "\n")
+        for path in (workdir, userlist, ini):  # nobody re-reads them on SIGHUP
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return ini
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="sessionbench-pgbouncer-"))
+        ini = self._write_config(self._workdir)
+        log = self._workdir / "pgbouncer.log"
+        cmd = [str(self.binary), *(["-u", "nobody"] if _runs_as_root() else []), str(ini)]
+        with open(log, "ab") as fh:
+            self._proc = subprocess.Popen(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        _wait_for(lambda: _tcp_open(self.port), "pgbouncer", self._proc, log)
+        self.start_seconds = time.perf_counter() - t0
+
+    def kill(self) -> None:
+        """SIGKILL PgBouncer (by its PID): every client connection drops."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        self._proc.wait(timeout=10)
+        self._proc = None
+
+    def restart(self) -> None:
+        """Start again on the same port with the same settings."""
+        if self._proc is not None:
+            self.kill()
+        self.start()
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Safe shutdown (SIGINT to its PID), SIGKILL after 5 s; optionally delete its directory."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self._proc = None
+        if remove and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+
 def _tcp_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -414,6 +773,10 @@ class Servers:
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     info: dict[str, str] = field(default_factory=dict)
+    #: set instead of ``redis`` when a cluster was asked for (``redis="cluster:N"``)
+    redis_cluster: EmbeddedRedisCluster | None = None
+    #: set when ``pooler="pgbouncer"``; ``database_url`` then goes through it, ``postgres.url`` does not
+    pgbouncer: EmbeddedPgBouncer | None = None
 
     def describe(self) -> str:
         return " | ".join(f"{k}: {v}" for k, v in self.info.items())
@@ -458,11 +821,31 @@ def resolve_mode(requested: str, environ: Mapping[str, str]) -> str:
 
 @contextlib.contextmanager
 def open_servers(
-    mode: str = "auto", *, environ: Mapping[str, str] | None = None, durable: bool = False
+    mode: str = "auto",
+    *,
+    environ: Mapping[str, str] | None = None,
+    durable: bool = False,
+    redis: str = "single",
+    pooler: str = "none",
 ) -> Iterator[Servers]:
-    """Yield running servers; stop whatever was started here on exit."""
+    """Yield running servers; stop whatever was started here on exit.
+
+    ``redis`` is ``"single"`` or ``"cluster:N"`` (an :class:`EmbeddedRedisCluster` of N masters);
+    ``pooler`` is ``"none"`` or ``"pgbouncer"`` (an :class:`EmbeddedPgBouncer` in transaction mode,
+    and ``database_url`` points through it).  Both describe embedded servers: in external mode the
+    URLs are used as given (an external cluster or pooler is just a URL), so asking for either there
+    is a ServerError, raised before anything starts.
+    """
     env = os.environ if environ is None else environ
     concrete = resolve_mode(mode, env)
+    masters = parse_redis_spec(redis)
+    if pooler not in POOLERS:
+        raise ServerError(f"unknown pooler {pooler!r}; choose one of {', '.join(POOLERS)}")
+    if concrete != "embedded" and (masters is not None or pooler != "none"):
+        raise ServerError(
+            f"redis {redis!r} and pooler {pooler!r} start embedded servers, but mode {mode!r} is {concrete}"
+            " (in external mode DATABASE_URL and REDIS_URL are used as given: point them at a cluster or a pooler)"
+        )
     if concrete == "external":
         db, rd = env.get("DATABASE_URL"), env.get("REDIS_URL")
         if not db or not rd:
@@ -473,19 +856,36 @@ def open_servers(
         with _docker_servers() as servers:
             yield servers
         return
+    # Construct everything first: missing binaries fail before any server starts.
     pg = EmbeddedPostgres(durable=durable)
-    rd_server = EmbeddedRedis()
-    try:
+    bouncer = EmbeddedPgBouncer(pg) if pooler == "pgbouncer" else None
+    single = EmbeddedRedis() if masters is None else None
+    cluster = EmbeddedRedisCluster(masters) if masters is not None else None  # last: it makes a directory
+    with contextlib.ExitStack() as stack:
+        stack.callback(pg.stop)
+        if cluster is not None:
+            stack.callback(cluster.stop)
         pg.start()
-        rd_server.start()
+        info = {"mode": "embedded", "postgres": pg.version(), "postgres_start_s": f"{pg.start_seconds:.3f}"}
+        if single is not None:
+            stack.callback(single.stop)
+            single.start()
+            info.update(redis=single.version(), redis_start_s=f"{single.start_seconds:.3f}")
+        if cluster is not None:
+            cluster.start()
+            info.update(redis=f"{cluster.version()} (cluster of {len(cluster.nodes)} masters)",
+                        redis_start_s=f"{cluster.start_seconds:.3f}")  # fmt: skip
+        if bouncer is not None:
+            stack.callback(bouncer.stop)
+            bouncer.start()
+            info.update(pgbouncer=f"{bouncer.version()} (pool_mode={bouncer.pool_mode})",
+                        pgbouncer_start_s=f"{bouncer.start_seconds:.3f}")  # fmt: skip
+        redis_server = single or cluster
+        assert redis_server is not None
         yield Servers(
-            "embedded", pg.url, rd_server.url, postgres=pg, redis=rd_server,
-            info={"mode": "embedded", "postgres": pg.version(), "redis": rd_server.version(),
-                  "postgres_start_s": f"{pg.start_seconds:.3f}", "redis_start_s": f"{rd_server.start_seconds:.3f}"},
+            "embedded", (bouncer or pg).url, redis_server.url, postgres=pg, redis=single,
+            info=info, redis_cluster=cluster, pgbouncer=bouncer,
         )  # fmt: skip
-    finally:
-        rd_server.stop()
-        pg.stop()
 
 
 @contextlib.contextmanager

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from bench.servers import EmbeddedPostgres, EmbeddedRedis, Servers, open_servers
+from bench.servers import (
+    EmbeddedPgBouncer,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedRedisCluster,
+    ServerError,
+    Servers,
+    find_pgbouncer,
+    open_servers,
+)
 from store import SessionStore, open_store
 
 
@@ -111,3 +121,41 @@ def store(request: pytest.FixtureRequest) -> SessionStore:
     """Each backend in turn (the contract suite runs every test against all three)."""
     backend: SessionStore = request.getfixturevalue(request.param)
     return backend
+
+
+# ----------------------------------------------------------------------------- cluster and pooler
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
+    """A 3-master embedded Valkey cluster per test module (about 2 s to start); tests may kill and restart nodes."""
+    cluster = EmbeddedRedisCluster(3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_binary() -> Path:
+    """Debian's pgbouncer: skipped with the install hint when missing, a failure under CI=true (.ci/run installs it)."""
+    try:
+        return find_pgbouncer()
+    except ServerError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{exc} -- required under CI=true")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(servers: Servers, pgbouncer_binary: Path) -> Iterator[EmbeddedPgBouncer]:
+    """PgBouncer in transaction mode in front of the session's embedded PostgreSQL, one per test module."""
+    if servers.postgres is None:
+        pytest.skip(f"PgBouncer runs in front of the embedded PostgreSQL; mode is {servers.mode}")
+    bouncer = EmbeddedPgBouncer(servers.postgres, binary=pgbouncer_binary)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

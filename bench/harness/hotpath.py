@@ -101,7 +101,7 @@ class _Texts:
 
 
 async def _history(store: SessionStore, sid: str, n: int, texts: _Texts) -> None:
-    for i in range(0, n, 2):
+    for _ in range(0, n, 2):
         await store.add_messages(
             sid, [{"role": "user", "content": texts.next(200)}, {"role": "assistant", "content": texts.next(800)}]
         )
@@ -119,60 +119,8 @@ async def measure(
     pairs: list[Pair] = []
     try:
         for history in histories:
-            sid = str(uuid.uuid4())
-            await _history(hybrid, sid, history, texts)
-            await hybrid.get_messages(sid)  # the miss that fills the cache
-            if (await hybrid.read(sid)).cache != "hit":
-                raise RuntimeError("the hybrid store did not cache the window; is Redis reachable?")
-            key = f"floorhot:{{{uuid.uuid4()}}}"
-            entries = [m.to_dict() for m in await hybrid.get_messages(sid, limit=50)]
-            await floor.cache.redis.rpush(key, *(_encoded(e) for e in entries))
-            floor_key = f"{{{sid}}}"
-            pg_sid = str(uuid.uuid4())
-            await _history(postgres, pg_sid, history, texts)
-            floor_sid = "hot-" + uuid.uuid4().hex
-            for i in range(history):
-                await pg_floor.insert(floor_sid, i + 1, "u" if i % 2 == 0 else "a", [texts.next(200)])
-
-            async def hybrid_read() -> None:
-                await hybrid.read(sid, 20)
-
-            async def lrange() -> None:
-                await redis_floor.redis.lrange(key, -20, -1)
-
-            async def postgres_read() -> None:
-                await postgres.read(pg_sid, 20)
-
-            async def asyncpg_read() -> None:
-                await pg_floor.read(floor_sid, 20, None)
-
-            append_sid = str(uuid.uuid4())
-            await _history(hybrid, append_sid, history, texts)
-            await hybrid.get_messages(append_sid)
-            next_seq = [10**9]
-
-            async def hybrid_append() -> None:
-                await hybrid.add_message(append_sid, "user", texts.next(200))
-
-            async def floor_append() -> None:
-                next_seq[0] += 1
-                contents = [texts.next(200)]
-                await floor.database.insert(floor_key, next_seq[0], "u", contents)
-                await floor.cache.push(floor_key, next_seq[0], "u", contents)
-
-            async def postgres_append() -> None:
-                await postgres.add_message(pg_sid, "user", texts.next(200))
-
-            async def asyncpg_append() -> None:
-                next_seq[0] += 1
-                await pg_floor.insert(floor_sid, next_seq[0], "u", [texts.next(200)])
-
-            for name, store_op, floor_op in (
-                ("hybrid read.hit", hybrid_read, lrange),
-                ("hybrid append", hybrid_append, floor_append),
-                ("postgres read", postgres_read, asyncpg_read),
-                ("postgres append", postgres_append, asyncpg_append),
-            ):
+            ops = await _operations(hybrid, postgres, floor, pg_floor, redis_floor, history, texts)
+            for name, (store_op, floor_op) in ops.items():
                 s, f = await paired(store_op, floor_op, rounds=rounds, block=block)
                 pairs.append(Pair(name, history, s, f))
     finally:
@@ -181,6 +129,66 @@ async def measure(
         await floor.close()
         await pg_floor.close()
     return pairs
+
+
+async def _operations(
+    hybrid: SessionStore, postgres: SessionStore, floor: HybridFloor, pg_floor: AsyncpgFloor, redis_floor: RedisFloor,
+    history: int, texts: _Texts,
+) -> dict[str, tuple[Op, Op]]:  # fmt: skip
+    """Sessions of ``history`` messages on every side, and the store and floor call of each operation."""
+    sid = str(uuid.uuid4())
+    await _history(hybrid, sid, history, texts)
+    await hybrid.get_messages(sid)  # the miss that fills the cache
+    if (await hybrid.read(sid)).cache != "hit":
+        raise RuntimeError("the hybrid store did not cache the window; is Redis reachable?")
+    key = f"floorhot:{{{uuid.uuid4()}}}"
+    entries = [m.to_dict() for m in await hybrid.get_messages(sid, limit=50)]
+    await redis_floor.redis.rpush(key, *(_encoded(e) for e in entries))
+    pg_sid = str(uuid.uuid4())
+    await _history(postgres, pg_sid, history, texts)
+    floor_sid = "hot-" + uuid.uuid4().hex
+    for i in range(history):
+        await pg_floor.insert(floor_sid, i + 1, "u" if i % 2 == 0 else "a", [texts.next(200)])
+    append_sid = str(uuid.uuid4())
+    await _history(hybrid, append_sid, history, texts)
+    await hybrid.get_messages(append_sid)
+    floor_key = f"{{{sid}}}"
+    next_seq = [10**9]
+
+    async def hybrid_read() -> None:
+        await hybrid.read(sid, 20)
+
+    async def lrange() -> None:
+        await redis_floor.redis.lrange(key, -20, -1)
+
+    async def postgres_read() -> None:
+        await postgres.read(pg_sid, 20)
+
+    async def asyncpg_read() -> None:
+        await pg_floor.read(floor_sid, 20, None)
+
+    async def hybrid_append() -> None:
+        await hybrid.add_message(append_sid, "user", texts.next(200))
+
+    async def floor_append() -> None:
+        next_seq[0] += 1
+        contents = [texts.next(200)]
+        await floor.database.insert(floor_key, next_seq[0], "u", contents)
+        await floor.cache.push(floor_key, next_seq[0], "u", contents)
+
+    async def postgres_append() -> None:
+        await postgres.add_message(pg_sid, "user", texts.next(200))
+
+    async def asyncpg_append() -> None:
+        next_seq[0] += 1
+        await pg_floor.insert(floor_sid, next_seq[0], "u", [texts.next(200)])
+
+    return {
+        "hybrid read.hit": (hybrid_read, lrange),
+        "hybrid append": (hybrid_append, floor_append),
+        "postgres read": (postgres_read, asyncpg_read),
+        "postgres append": (postgres_append, asyncpg_append),
+    }
 
 
 def _encoded(entry: dict[str, Any]) -> str:
@@ -222,7 +230,7 @@ COMPONENTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     (
         "message decode and objects",
         lambda f: "codec.py" in f or "orjson" in f or "store/models.py" in f or "fromisoformat" in f or "json/" in f,
-    ),  # fmt: skip
+    ),
     ("store code (base, cache rules, sync)", lambda f: "/store/" in f),
     (
         "driver encode",
@@ -231,7 +239,7 @@ COMPONENTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     (
         "socket waits (select/send/recv)",
         lambda f: "select.epoll" in f or "'send'" in f or "'recv'" in f or "sock_" in f,
-    ),  # fmt: skip
+    ),
     ("event loop, tasks and timers", lambda f: "asyncio/" in f or "contextvars" in f),
     ("driver (redis-py / asyncpg), rest", lambda f: "/redis/" in f or "asyncpg" in f or "hiredis" in f),
 )
