@@ -89,7 +89,14 @@ async def redis_url(servers: Servers) -> AsyncIterator[str]:
 # ----------------------------------------------------------------------------- stores
 # One contract suite over every backend: adding a backend means adding one fixture here
 # and its name to STORE_FIXTURES.
-STORE_FIXTURES = ("memory_store", "postgres_store", "hybrid_store")
+STORE_FIXTURES = (
+    "memory_store",
+    "postgres_store",
+    "hybrid_store",
+    "hybrid_cluster_store",
+    "postgres_pgbouncer_store",
+    "hybrid_pgbouncer_store",
+)
 
 
 @pytest.fixture
@@ -159,3 +166,51 @@ def pgbouncer(servers: Servers, pgbouncer_binary: Path) -> Iterator[EmbeddedPgBo
         yield bouncer
     finally:
         bouncer.stop()
+
+
+# ----------------------------------------------------------------------------- the contract on deployment shapes
+
+
+async def _flush_cluster(cluster: EmbeddedRedisCluster) -> None:
+    for node in cluster.nodes:
+        client = aioredis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5)
+        try:
+            await client.flushall()
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+async def hybrid_cluster_store(database_url: str, redis_cluster: EmbeddedRedisCluster) -> AsyncIterator[SessionStore]:
+    """The hybrid backend on a 3-master Valkey cluster (REDIS_URL = one node; cluster mode detected)."""
+    await _flush_cluster(redis_cluster)
+    store = await open_store("hybrid", database_url=database_url, redis_url=redis_cluster.url)
+    assert type(store.redis).__name__ == "RedisCluster"  # type: ignore[attr-defined]
+    yield store
+    await store.close()
+
+
+def _through(bouncer: EmbeddedPgBouncer, database_url: str) -> str:
+    """``database_url``'s database, reached through ``bouncer``."""
+    assert database_url.rsplit("/", 1)[-1] == bouncer.url.rsplit("/", 1)[-1]
+    return bouncer.url
+
+
+@pytest.fixture
+async def postgres_pgbouncer_store(database_url: str, pgbouncer: EmbeddedPgBouncer) -> AsyncIterator[SessionStore]:
+    """The PostgreSQL backend through PgBouncer in transaction mode (statement_cache_size=0)."""
+    store = await open_store("postgres?postgres.statement_cache_size=0", database_url=_through(pgbouncer, database_url))
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def hybrid_pgbouncer_store(
+    database_url: str, redis_url: str, pgbouncer: EmbeddedPgBouncer
+) -> AsyncIterator[SessionStore]:
+    """The hybrid backend with its PostgreSQL behind PgBouncer in transaction mode."""
+    store = await open_store(
+        "hybrid?postgres.statement_cache_size=0", database_url=_through(pgbouncer, database_url), redis_url=redis_url
+    )
+    yield store
+    await store.close()

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from store.backends.hybrid import HybridStore, KeyLayout, create_redis, decode_entries
 from store.backends.postgres import PostgresStore, create_pool, migrate
@@ -70,8 +71,15 @@ async def read_cache_entry(client: aioredis.Redis, sid: str, prefix: str = "sb")
     return entry
 
 
-async def read_cache_entries(client: aioredis.Redis, sids: list[str], prefix: str = "sb") -> list[CacheEntry | None]:
-    """Several sessions' entries, read atomically (MULTI) in one round trip."""
+async def read_cache_entries(client: Any, sids: list[str], prefix: str = "sb") -> list[CacheEntry | None]:
+    """Several sessions' entries, read atomically (MULTI) in one round trip (one per session on a cluster,
+    whose transactions cannot span slots)."""
+    if isinstance(client, RedisCluster):
+        return [(await _read_entries(client, [sid], prefix))[0] for sid in sids]
+    return await _read_entries(client, sids, prefix)
+
+
+async def _read_entries(client: Any, sids: list[str], prefix: str) -> list[CacheEntry | None]:
     async with client.pipeline(transaction=True) as pipe:
         for sid in sids:
             list_key, hash_key, _ = cache_keys(sid, prefix)

@@ -34,8 +34,9 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from redis.asyncio.cluster import RedisCluster
 
-from bench.servers import EmbeddedRedis, Servers
+from bench.servers import EmbeddedRedis, EmbeddedRedisCluster, Servers
 from store.backends.hybrid import HybridStore, create_redis
 from store.backends.postgres import PostgresStore, create_pool, migrate
 from store.models import Message, NewMessage
@@ -56,7 +57,8 @@ ROLES = ("user", "assistant", "system", "tool")
 class Config:
     database_url: str
     redis_url: str
-    redis_server: EmbeddedRedis
+    redis_server: EmbeddedRedis | None  # None: a Redis Cluster, not killed or frozen here
+    cluster: bool = False
 
 
 session_index = st.integers(0, SESSIONS - 1)
@@ -96,8 +98,12 @@ class HybridVsModel(RuleBasedStateMachine):
         self.pool = await create_pool(self.cfg.database_url, min_size=1, max_size=4)
         await migrate(self.pool)
         fast = RedisSettings(socket_timeout=0.05, connect_timeout=0.05, breaker_failures=3, breaker_reset=0.05)
-        self.client = create_redis(self.cfg.redis_url, fast)
-        self.admin = aioredis.Redis.from_url(self.cfg.redis_url, decode_responses=True, socket_timeout=2)
+        self.client = create_redis(self.cfg.redis_url, fast, cluster=self.cfg.cluster)
+        if self.cfg.cluster:
+            await self.client.initialize()
+            self.admin = RedisCluster.from_url(self.cfg.redis_url, decode_responses=True, socket_timeout=2)
+        else:
+            self.admin = aioredis.Redis.from_url(self.cfg.redis_url, decode_responses=True, socket_timeout=2)
         cache = CacheSettings(size=CACHE_SIZE, dirty_max=1, key_prefix=self.prefix)
         self.store = HybridStore(self.client, PostgresStore(self.pool), cache=cache, breaker=fast, events=self.events)
         await self.store.load_scripts()
@@ -111,9 +117,9 @@ class HybridVsModel(RuleBasedStateMachine):
             + [f"breaker:{b}" for b in ev.breaker]
         )
         try:
-            if self.frozen:
+            if self.frozen and self.cfg.redis_server is not None:
                 self.cfg.redis_server.thaw()
-            if not self.up:
+            if not self.up and self.cfg.redis_server is not None:
                 self.cfg.redis_server.restart()
             self.run(self._close())
         finally:
@@ -230,39 +236,41 @@ class HybridVsModel(RuleBasedStateMachine):
         if go:
             self.run(self.pool.execute("UPDATE sessionstore_cache_epoch SET epoch = epoch + 1"))
 
-    @precondition(lambda self: self.up and not self.frozen)
+    @precondition(lambda self: self.up and not self.frozen and self.cfg.redis_server is not None)
     @rule(go=rarely)
     def kill_redis(self, go: bool) -> None:
         self._step()
-        if not go:
+        if not go or self.cfg.redis_server is None:
             return
         self.cfg.redis_server.kill()
         self.up = False
         self.disrupted = True
 
-    @precondition(lambda self: not self.up)
+    @precondition(lambda self: not self.up and self.cfg.redis_server is not None)
     @rule()
     def restart_redis(self) -> None:
         self._step()
+        assert self.cfg.redis_server is not None
         self.cfg.redis_server.restart()
         self.up = True
         self.run(self.admin.connection_pool.disconnect())  # the test's own client reconnects; the store must cope
 
-    @precondition(lambda self: self.up and not self.frozen)
+    @precondition(lambda self: self.up and not self.frozen and self.cfg.redis_server is not None)
     @rule(go=rarely)
     def freeze_redis(self, go: bool) -> None:
         """SIGSTOP: Redis keeps its data and connections but answers nothing (a partition)."""
         self._step()
-        if not go:
+        if not go or self.cfg.redis_server is None:
             return
         self.cfg.redis_server.freeze()
         self.frozen = True
         self.disrupted = True
 
-    @precondition(lambda self: self.frozen)
+    @precondition(lambda self: self.frozen and self.cfg.redis_server is not None)
     @rule()
     def thaw_redis(self) -> None:
         self._step()
+        assert self.cfg.redis_server is not None
         self.cfg.redis_server.thaw()
         self.frozen = False
 
@@ -294,32 +302,49 @@ class HybridVsModel(RuleBasedStateMachine):
             assert entry.messages == history[len(history) - len(entry.messages) :]
 
 
-def test_hybrid_matches_model_under_faults(servers: Servers, embedded_redis: EmbeddedRedis) -> None:
-    """Random appends, reads, expiries, key deletions, Redis kills and freezes never make hybrid differ from a model."""
-    cfg = Config(servers.database_url, servers.redis_url, embedded_redis)
+def _run_machine(cfg: Config, examples: int, steps: int) -> float:
     HybridVsModel.steps_run = HybridVsModel.examples_run = 0
     HybridVsModel.seen.clear()
     started = time.monotonic()
+    run_state_machine_as_test(
+        lambda: HybridVsModel(cfg),
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+            print_blob=True,
+        ),
+    )
+    return time.monotonic() - started
+
+
+def test_hybrid_matches_model_under_faults(servers: Servers, embedded_redis: EmbeddedRedis) -> None:
+    """Random appends, reads, expiries, key deletions, Redis kills and freezes never make hybrid differ from a model."""
+    cfg = Config(servers.database_url, servers.redis_url, embedded_redis)
     try:
-        run_state_machine_as_test(
-            lambda: HybridVsModel(cfg),
-            settings=settings(
-                max_examples=EXAMPLES,
-                stateful_step_count=STEPS,
-                deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-                print_blob=True,
-            ),
-        )
+        elapsed = _run_machine(cfg, EXAMPLES, STEPS)
     finally:
         embedded_redis.thaw()
         if not _answers(embedded_redis):
             embedded_redis.restart()
-    elapsed = time.monotonic() - started
     print(f"\nstateful: {HybridVsModel.examples_run} examples, {HybridVsModel.steps_run} steps in {elapsed:.1f} s")
     print("stateful paths:", dict(sorted(HybridVsModel.seen.items())))
     assert HybridVsModel.steps_run >= 2000, HybridVsModel.steps_run
     for path in ("result:hit", "result:miss", "result:error", "populate:stored", "breaker:1"):
+        assert HybridVsModel.seen[path] > 0, f"the run never exercised {path}"
+
+
+def test_hybrid_on_a_redis_cluster_matches_model(servers: Servers, redis_cluster: EmbeddedRedisCluster) -> None:
+    """The same machine on a 3-master Valkey cluster (no kills or freezes): the hybrid never differs from the model."""
+    cfg = Config(servers.database_url, redis_cluster.url, None, cluster=True)
+    elapsed = _run_machine(cfg, EXAMPLES // 3, STEPS)
+    print(
+        f"\ncluster stateful: {HybridVsModel.examples_run} examples, {HybridVsModel.steps_run} steps in {elapsed:.1f} s"
+    )
+    print("stateful paths:", dict(sorted(HybridVsModel.seen.items())))
+    assert HybridVsModel.steps_run >= 600, HybridVsModel.steps_run
+    for path in ("result:hit", "result:miss", "populate:stored"):
         assert HybridVsModel.seen[path] > 0, f"the run never exercised {path}"
 
 
