@@ -34,8 +34,8 @@ lint: $(VENV)/.installed-dev  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(VENV)/.installed-dev  ## mypy --strict on store/ and bench/
-	$(BIN)/mypy store bench
+typecheck: $(VENV)/.installed-dev  ## mypy --strict on store/, bench/, loadtests/ and dashboards/
+	$(BIN)/mypy store bench loadtests dashboards
 
 pytest: $(VENV)/.installed-dev  ## the test suite on real (embedded) PostgreSQL and Redis
 	$(BIN)/python -m pytest $(ARGS)

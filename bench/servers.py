@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 Mode = Literal["auto", "embedded", "external", "docker"]
 MODES: tuple[str, ...] = ("auto", "embedded", "external", "docker")
@@ -752,15 +752,6 @@ def _tcp_open(port: int) -> bool:
 
 
 # --------------------------------------------------------------------------- the manager
-
-
-class Controllable(Protocol):
-    """What fault-injection needs from a server (embedded mode only)."""
-
-    port: int
-
-    def kill(self) -> None: ...
-    def restart(self) -> None: ...
 
 
 @dataclass
