@@ -112,7 +112,16 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as exc:  # a core-only install: the store works, the harness needs its extra
+        print(
+            f"sessionbench: error: the harness needs the 'bench' extra (missing module {exc.name!r}): "
+            "pip install 'sessionbench[bench]'",
+            file=sys.stderr,
+        )
+        return 2
+    args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
