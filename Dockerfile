@@ -1,5 +1,5 @@
 # The sessionbench image for docker-compose.yml: the HTTP service (`sessionbench serve`)
-# and, from the same image, the Locust master and workers (locust is a dependency).
+# and, from the same image, the Locust master and workers (the loadtest extra).
 #
 #   docker build -t sessionbench:dev .
 #   docker run --rm -e DATABASE_URL=... -e REDIS_URL=... -p 127.0.0.1:8000:8000 sessionbench:dev
@@ -15,13 +15,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The package with the OTLP exporter (traces go to the compose stack's Jaeger).
-COPY pyproject.toml README.md ./
+# The package with the load tests and the OTLP exporter (traces go to the compose stack's Jaeger).
+COPY pyproject.toml README.md LICENSE ./
 COPY store ./store
 COPY bench ./bench
-RUN pip install ".[otlp]"
-
 COPY loadtests ./loadtests
+RUN pip install ".[loadtest,otlp]"
 
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app sessionbench
 USER sessionbench
