@@ -13,14 +13,20 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
-ExportFormat = Literal["csv", "jsonl", "markdown"]
-EXPORT_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "markdown"})
+#: Formats ``export`` renders as text chunks (``str``); ``pdf`` is rendered as ``bytes``.
+TextExportFormat = Literal["csv", "jsonl", "markdown"]
+ExportFormat = Literal["csv", "jsonl", "markdown", "pdf"]
+EXPORT_FORMATS: frozenset[str] = frozenset({"csv", "jsonl", "markdown", "pdf"})
 CacheResult = Literal["hit", "miss", "bypass", "error"]
 
 
 @dataclass(slots=True)
 class Message:
     """One stored message.  ``seq`` is 1, 2, 3, ... per session, in append order.
+
+    A seq is never given out twice while the session exists: after ``pop_message``
+    removed the newest message, the next append gets the following number, leaving a
+    gap (a deleted session that is created again starts over at 1).
 
     Plain data, built fresh for every result (a window of 20 is decoded on every cache
     hit, and a frozen dataclass costs about three times as much to build): what a store
@@ -59,7 +65,8 @@ class Message:
 
 @dataclass(slots=True)
 class Session:
-    """A conversation.  ``last_seq`` is the number of messages ever appended (plain data, like Message)."""
+    """A conversation.  ``last_seq`` is the number of messages ever appended, popped ones
+    included (plain data, like Message)."""
 
     session_id: str
     user_id: str | None

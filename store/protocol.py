@@ -11,9 +11,9 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, Self, overload, runtime_checkable
 
-from store.models import Message, NewMessage, ReadResult, Session
+from store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
 
 
 @runtime_checkable
@@ -99,11 +99,36 @@ class SessionStore(Protocol):
         restricted to ``user_id``'s sessions when given, best matches first."""
         ...
 
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: TextExportFormat = "jsonl", *, user_id: str | None = None
+    ) -> AsyncIterator[str]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: Literal["pdf"], *, user_id: str | None = None
+    ) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: str, *, user_id: str | None = None
+    ) -> AsyncIterator[str] | AsyncIterator[bytes]: ...
+
     def export(
         self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
-        """Stream the whole history as CSV, JSON Lines or Markdown text chunks.
-        Validation and :class:`SessionNotFound` are raised on first iteration."""
+    ) -> AsyncIterator[str] | AsyncIterator[bytes]:
+        """Stream the whole history as CSV, JSON Lines or Markdown text chunks (``str``), or
+        as a PDF document (``bytes``; needs the ``pdf`` extra).  Validation and
+        :class:`SessionNotFound` are raised on first iteration."""
+        ...
+
+    async def pop_message(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Message | None:
+        """Remove the session's newest message and return it; None when it has none.
+
+        Durable once it returns, and no cache serves the message afterwards.  The seq
+        is not given out again (the next append takes the following one), so
+        ``Session.last_seq`` is unchanged.  An unknown session gives None unless
+        ``user_id`` is given, in which case it raises :class:`SessionNotFound`."""
         ...
 
     async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:

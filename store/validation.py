@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import uuid
@@ -193,9 +194,17 @@ def validate_before(before: datetime | None) -> datetime | None:
     return before
 
 
+#: The library the ``pdf`` export format needs (the ``pdf`` extra), and how to get it.
+PDF_LIBRARY = "reportlab"
+PDF_HINT = "pip install 'sessionbench[pdf]'"
+
+
 def validate_format(fmt: str) -> str:
+    """An export format; ``pdf`` also needs its optional library (checked without importing it)."""
     if not isinstance(fmt, str) or fmt not in EXPORT_FORMATS:
         raise ValidationError("format", f"must be one of {', '.join(sorted(EXPORT_FORMATS))}")
+    if fmt == "pdf" and importlib.util.find_spec(PDF_LIBRARY) is None:
+        raise ValidationError("format", f"pdf needs {PDF_LIBRARY}, which is not installed ({PDF_HINT})")
     return fmt
 
 

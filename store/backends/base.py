@@ -12,6 +12,11 @@ per call, whichever backend runs it; the HTTP service relies on the same checks.
 This is a thin template, not a stack of decorators: no primitive is called by more
 than one public method except ``_append`` (``add_message`` is ``add_messages`` of one).
 
+Seqs are never reused while a session exists: ``pop_message`` (``_pop``) removes the
+newest message but leaves ``last_seq`` as it was, so the next append takes the
+following seq.  The hybrid cache relies on that (a delayed cache update for a popped
+message can never be mistaken for a later append); see its ``_pop``.
+
 Every store is an async context manager (``async with await open_store(...) as s``);
 ``close()`` is idempotent and a closed store raises :class:`~store.errors.StoreClosed`.
 """
@@ -22,12 +27,12 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 from store.errors import StoreClosed
 from store.events import last_cache_result
 from store.export import render
-from store.models import Message, NewMessage, ReadResult, Session
+from store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
 from store.validation import (
     DEFAULT_LIMITS,
     Limits,
@@ -181,9 +186,31 @@ class BaseStore:
         validate_limit(limit, self.limits)
         return await self._search(text, uid, limit)
 
+    async def pop_message(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Message | None:
+        """Remove the newest message and return it (None when there is none); ``last_seq`` stays."""
+        self._check_open()
+        sid = validate_session_id(session_id)
+        return await self._pop(sid, validate_user_id(user_id, self.limits))
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: TextExportFormat = "jsonl", *, user_id: str | None = None
+    ) -> AsyncIterator[str]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: Literal["pdf"], *, user_id: str | None = None
+    ) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: str, *, user_id: str | None = None
+    ) -> AsyncIterator[str] | AsyncIterator[bytes]: ...
+
     async def export(
         self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | bytes]:
+        """Text chunks for csv, jsonl and markdown; ``bytes`` of a PDF document for pdf."""
         self._check_open()
         sid = validate_session_id(session_id)
         fmt = validate_format(format)
@@ -215,6 +242,12 @@ class BaseStore:
         raise NotImplementedError
 
     async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
+        raise NotImplementedError
+
+    async def _pop(self, sid: str, uid: str | None) -> Message | None:
+        """Delete and return the newest message (``last_seq`` unchanged).  None when the session
+        has no message or does not exist and ``uid`` is None; SessionNotFound when ``uid`` is
+        given and the session is missing or another user's."""
         raise NotImplementedError
 
     def _history(self, sid: str) -> AsyncIterator[Message]:

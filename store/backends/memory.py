@@ -6,7 +6,7 @@ evicted first), sessions idle longer than ``idle_ttl`` dropped, at most
 It never grows without bound, unlike the seed's ``self.sessions = {}``.
 
 Round trips: none.  Every operation is a dictionary lookup; ``get_messages`` and
-``add_messages`` are O(limit) and O(batch).
+``add_messages`` are O(limit) and O(batch), ``pop_message`` O(1).
 
 Returned objects never alias stored state: metadata is copied on the way out, so a
 caller mutating a returned ``Message.metadata`` changes nothing stored (as with the
@@ -107,6 +107,16 @@ class MemoryStore(BaseStore):
         self._touch(sid, entry)
         newest_first = (m for m in reversed(entry.messages) if before_seq is None or m.seq < before_seq)
         return ReadResult([_message_copy(m) for m in reversed(list(islice(newest_first, limit)))], "hit")
+
+    async def _pop(self, sid: str, uid: str | None) -> Message | None:
+        """Drop the newest kept message; ``last_seq`` stays, so its seq is not reused."""
+        entry = self._get(sid, uid)
+        if entry is None:
+            if uid is None:
+                return None
+            raise SessionNotFound(sid)
+        self._touch(sid, entry)
+        return entry.messages.pop() if entry.messages else None
 
     async def _get_session(self, sid: str, uid: str | None) -> Session:
         entry = self._get(sid, uid)

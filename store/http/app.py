@@ -10,7 +10,7 @@ runs it on uvicorn.  Routes (the Locust load test drives exactly these)::
     POST   /v1/sessions/{session_id}/messages    201 {"messages": [...]}  one message or {"messages": [...]}
     GET    /v1/sessions/{session_id}/messages?limit=20&before_seq=N   200 {"messages": [...]}, X-Cache
     GET    /v1/search?q=...&limit=20             200 {"messages": [...]}  (the caller's sessions only)
-    GET    /v1/sessions/{session_id}/export?format=jsonl|csv|markdown   streamed text
+    GET    /v1/sessions/{session_id}/export?format=jsonl|csv|markdown|pdf   streamed text (pdf: a document)
     GET    /healthz  /readyz  /metrics  /openapi.json
 
 Every ``/v1`` read answers with ``X-Cache: hit|miss|bypass`` (the hybrid's real result;

@@ -39,8 +39,9 @@ MEDIA_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
     "csv": "text/csv; charset=utf-8",
     "markdown": "text/markdown; charset=utf-8",
+    "pdf": "application/pdf",
 }
-EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "markdown": "md"}
+EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "markdown": "md", "pdf": "pdf"}
 XCACHE = {"X-Cache": {"description": "hit, miss or bypass", "schema": {"type": "string"}}}
 
 table = RouteTable()
@@ -158,20 +159,25 @@ async def search(
 
 
 @table.get("/v1/sessions/{session_id}/export", tags=["messages"], response_class=StreamingResponse,
-            responses={200: {"description": "The whole history as text",
+            responses={200: {"description": "The whole history as text, or as a PDF document (format=pdf)",
                              "content": {t.split(";")[0]: {} for t in MEDIA_TYPES.values()}, "headers": XCACHE},
                        **error_responses(401, 404, 422, 503)})  # fmt: skip
 async def export(
-    session_id: uuid.UUID, user: User, shared: Shared, format: Literal["jsonl", "csv", "markdown"] = "jsonl"
+    session_id: uuid.UUID,
+    user: User,
+    shared: Shared,
+    format: Literal["jsonl", "csv", "markdown", "pdf"] = "jsonl",
 ) -> Response:
-    """Stream the whole history as JSON Lines, CSV or Markdown."""
+    """Stream the whole history as JSON Lines, CSV or Markdown, or send it as a PDF document
+    (format=pdf; 422 on the field format when the server lacks the pdf extra)."""
     chunks = shared.require().export(session_id, format, user_id=user).__aiter__()
+    first: str | bytes
     try:
         first = await chunks.__anext__()  # validation and ownership are checked here
     except StopAsyncIteration:
         first = ""
 
-    async def body() -> AsyncIterator[str]:
+    async def body() -> AsyncIterator[str | bytes]:
         yield first
         async for chunk in chunks:
             yield chunk

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry
 from store.errors import SessionNotFound, StoreClosed, StoreUnavailable, ValidationError
 from store.events import last_cache_result
 from store.instrumentation.metrics import Metrics
-from store.models import Message, NewMessage, ReadResult, Session
+from store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
 from store.protocol import SessionStore
 
 T = TypeVar("T")
@@ -433,9 +433,24 @@ class InstrumentedStore:
     async def search(self, query: str, user_id: str | None = None, limit: int = 20) -> list[Message]:
         return await self._call("search", self.inner.search(query, user_id, limit))
 
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: TextExportFormat = "jsonl", *, user_id: str | None = None
+    ) -> AsyncIterator[str]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: Literal["pdf"], *, user_id: str | None = None
+    ) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def export(
+        self, session_id: str | uuid.UUID, format: str, *, user_id: str | None = None
+    ) -> AsyncIterator[str] | AsyncIterator[bytes]: ...
+
     async def export(
         self, session_id: str | uuid.UUID, format: str = "jsonl", *, user_id: str | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncIterator[str | bytes]:
         """Timed and traced over the whole stream.  The span is current only while the
         inner iterator runs, never while the consumer handles a chunk."""
         span = (
@@ -474,6 +489,9 @@ class InstrumentedStore:
 
     async def delete_session(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> bool:
         return await self._call("delete_session", self.inner.delete_session(session_id, user_id=user_id))
+
+    async def pop_message(self, session_id: str | uuid.UUID, *, user_id: str | None = None) -> Message | None:
+        return await self._call("pop_message", self.inner.pop_message(session_id, user_id=user_id))
 
     async def cleanup_inactive(self, older_than: float, batch_size: int = 1000) -> int:
         return await self._call("cleanup_inactive", self.inner.cleanup_inactive(older_than, batch_size))
