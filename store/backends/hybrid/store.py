@@ -62,9 +62,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from store.backends.base import BaseStore, Batch
 from store.backends.hybrid import scripts
@@ -82,6 +82,7 @@ from store.settings import CacheSettings, RedisSettings
 from store.validation import validate_session_id
 
 BACKEND = "hybrid"
+T = TypeVar("T")
 
 
 class HybridStore(BaseStore):
@@ -250,16 +251,21 @@ class HybridStore(BaseStore):
         self.events.cache_populate("stored" if stored == "stored" else "discarded")
 
     # -- writes ------------------------------------------------------------------------------
-    async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
+    async def _durably(self, sid: str, write: Awaitable[T]) -> T:
+        """Run a PostgreSQL write of ``sid``; when its outcome is unknown (the reply lost, or the
+        call cancelled mid-flight) the session's entry stops being trusted before we re-raise."""
         try:
-            stored = await self.durable._append(sid, uid, batch)
+            return await write
         except StoreUnavailable as exc:
-            if exc.in_doubt:  # the commit may have happened with its reply lost
+            if exc.in_doubt:
                 self.sync.mark([sid])
             raise
         except asyncio.CancelledError:
             self.sync.mark([sid])
             raise
+
+    async def _append(self, sid: str, uid: str | None, batch: Batch) -> list[Message]:
+        stored = await self._durably(sid, self.durable._append(sid, uid, batch))
         try:
             extended = await self._extend(sid, stored)
         except BaseException:  # cancelled after the commit: the entry may lack these messages
@@ -312,30 +318,14 @@ class HybridStore(BaseStore):
         return self.durable._history(sid)
 
     async def _delete(self, sid: str, uid: str | None) -> bool:
-        try:
-            deleted = await self.durable._delete(sid, uid)
-        except StoreUnavailable as exc:
-            if exc.in_doubt:
-                self.sync.mark([sid])  # the delete may have committed
-            raise
-        except asyncio.CancelledError:
-            self.sync.mark([sid])
-            raise
+        deleted = await self._durably(sid, self.durable._delete(sid, uid))
         if deleted:
             await self._drop([sid], "delete", "delete_session")
         return deleted
 
     async def _pop(self, sid: str, uid: str | None) -> Message | None:
         """The durable pop, then the entry is deleted (or the session recorded) before returning."""
-        try:
-            popped = await self.durable._pop(sid, uid)
-        except StoreUnavailable as exc:
-            if exc.in_doubt:
-                self.sync.mark([sid])  # the delete may have committed
-            raise
-        except asyncio.CancelledError:
-            self.sync.mark([sid])
-            raise
+        popped = await self._durably(sid, self.durable._pop(sid, uid))
         if popped is not None:
             await self._drop([sid], "pop", "pop_message")
         return popped
