@@ -76,6 +76,7 @@ async def open_store(
     hybrid = HybridStore(redis, durable, cache=cfg.cache, breaker=cfg.redis, events=events, owns_clients=True)
     try:
         await hybrid.load_scripts()
+        await hybrid.sync.start()  # the first invalidation poll (1 PG round trip), so the first reads may hit
     except BaseException:
         await hybrid.close()
         raise

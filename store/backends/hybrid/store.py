@@ -157,7 +157,7 @@ class HybridStore(BaseStore):
 
     async def _trusts(self, sid: str) -> bool:
         """May the cache be used for ``sid`` now (no I/O after the first call)?"""
-        if not self.sync._started:
+        if not self.sync.running:
             await self.sync.start()
         return self.sync.trusts(sid) and self.breaker.allow()
 

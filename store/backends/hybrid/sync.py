@@ -105,7 +105,8 @@ class CacheSync:
         self._marks = 0
         self.bump_pending = False
         self._task: asyncio.Task[None] | None = None
-        self._started = False
+        self._first: asyncio.Task[None] | None = None
+        self.running = False  # the first poll has been made (whether or not it succeeded)
         self._lock = asyncio.Lock()
 
     # -- the hot path --------------------------------------------------------------------
@@ -114,14 +115,29 @@ class CacheSync:
         return not self.bump_pending and sid not in self.dirty and time.monotonic() - self.synced_at <= self.stale_after
 
     async def start(self) -> None:
-        """First use: one poll inline (so the first read may hit), then the loop in the background."""
-        if self._started:
-            return
-        self._started = True
-        await self.tick()
+        """First use: one poll (so the first reads may hit), then the loop in the background.
+
+        Calls that arrive while the first poll is in flight wait for it rather than going
+        around the cache; the poll runs in its own task, so cancelling one caller does not
+        cancel it for the others.
+        """
+        if self._first is None:
+            self._first = asyncio.get_running_loop().create_task(self._first_round(), name="sessionstore-cache-sync")
+        await asyncio.shield(self._first)
+
+    async def _first_round(self) -> None:
+        try:
+            await self.tick()
+        except Exception:  # the loop keeps trying; until a poll succeeds the cache is not trusted
+            log.exception("cache sync failed")
+        self.running = True
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="sessionstore-cache-sync")
 
     async def stop(self) -> None:
+        if self._first is not None and not self._first.done():
+            self._first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._first
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
