@@ -16,7 +16,16 @@ from bench.advisor import sources as tracecmd
 from bench.cli import main
 from bench.harness.workload import Workload, generate
 from store import SessionStore
-from store.accesslog import MAGIC, TraceEvent, TraceFormatError, read_trace, write_trace
+from store.accesslog import (
+    COLUMNS,
+    MAGIC,
+    TraceEvent,
+    TraceFormatError,
+    TraceHeader,
+    read_trace,
+    trace_header,
+    write_trace,
+)
 
 
 async def test_from_postgres_on_a_database_filled_by_the_store(
@@ -128,3 +137,80 @@ def test_synth_writes_the_workload_trace(tmp_path: Path) -> None:
     expected = tmp_path / "expected.tsv"
     write_trace(expected, generate(Workload(duration=1800, time_compression=1.0, seed=5)))
     assert out.read_text() == expected.read_text()
+
+
+def test_header_records_unit_and_compression_and_every_reader_honours_it(tmp_path: Path) -> None:
+    """A v2 header states unit and compression; read_trace rescales to what its caller asks; v1 still reads."""
+    events = [TraceEvent(0.0, "a", "append", "u", (5,)), TraceEvent(2.5, "a", "read", limit=20)]
+    path = tmp_path / "replay.tsv"
+    write_trace(path, events, compression=120)
+    assert path.read_text().splitlines()[0] == "# sessionbench-trace v2 unit=s compression=120"
+    assert trace_header(path) == TraceHeader("s", 120.0)
+    assert [e.t for e in read_trace(path)] == [0.0, 2.5]  # as written: replay seconds
+    assert [e.t for e in read_trace(path, compression=1)] == [0.0, 300.0]  # traffic seconds
+    assert [e.t for e in read_trace(path, compression=60)] == [0.0, 5.0]
+    ms = tmp_path / "ms.tsv"
+    ms.write_text("# sessionbench-trace v2 unit=ms compression=1\n" + "\t".join(COLUMNS) + "\n"
+                  "1500\ta\tappend\tu\t5\t\t\n")  # fmt: skip
+    assert [e.t for e in read_trace(ms)] == [1.5]
+    from bench.advisor.parse import load
+
+    assert load(ms).t.tolist() == [1_500_000]
+    assert load(path).t.tolist() == [0, 300_000_000]  # the advisor always works in traffic time
+    v1 = tmp_path / "v1.tsv"
+    v1.write_text(f"{MAGIC}\n" + "\t".join(COLUMNS) + "\n" + events[1].to_line() + "\n")
+    assert trace_header(v1).compression is None
+    assert [e.t for e in read_trace(v1, compression=120)] == [2.5]  # unstated: taken as the caller's
+
+
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        ("# sessionbench-trace v2 unit=min compression=1", "unknown time unit"),
+        ("# sessionbench-trace v2 unit=s compression=0", "compression must be a positive number"),
+        ("# sessionbench-trace v2 unit=s compression=1 gzip=1", "unknown or repeated header field"),
+        ("# sessionbench-trace v2 unit=s", "must state unit= and compression="),
+        ("# sessionbench-trace v3", "not a sessionbench trace"),
+    ],
+)
+def test_a_header_that_cannot_be_honoured_is_an_error(tmp_path: Path, first: str, message: str) -> None:
+    """An unknown unit or field, a bad compression or another version fails instead of being guessed."""
+    path = tmp_path / "bad.tsv"
+    path.write_text(first + "\n" + "\t".join(COLUMNS) + "\n")
+    with pytest.raises(TraceFormatError, match=message):
+        list(read_trace(path))
+
+
+def test_logs_with_different_time_bases_are_not_concatenated(tmp_path: Path) -> None:
+    """from-service refuses to merge logs whose headers disagree on unit or compression."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    write_trace(a, [TraceEvent(1.0, "h1", "append", "u", (5,))])
+    write_trace(b, [TraceEvent(2.0, "h1", "read", limit=20)], compression=120)
+    with pytest.raises(TraceFormatError, match="does not match the first log"):
+        list(tracecmd.service_events([a, b]))
+
+
+def test_synth_and_compare_agree_on_the_time_base(tmp_path: Path) -> None:
+    """`trace synth` writes traffic seconds and says so; read at the compare's compression it replays faster."""
+    out = tmp_path / "synth.tsv"
+    assert main(["trace", "synth", "-o", str(out), "--duration", "600", "--seed", "2"]) == 0
+    assert trace_header(out) == TraceHeader("s", 1.0)
+    traffic = [e.t for e in read_trace(out)]
+    replay = [e.t for e in read_trace(out, compression=120)]
+    assert replay == pytest.approx([t / 120 for t in traffic], abs=1e-6)
+    compressed = tmp_path / "compressed.tsv"
+    argv = ["trace", "synth", "-o", str(compressed), "--duration", "5", "--time-compression", "120", "--seed", "2"]
+    assert main(argv) == 0
+    assert trace_header(compressed) == TraceHeader("s", 120.0)
+    assert [e.t for e in read_trace(compressed, compression=1)][:50] == pytest.approx(traffic[:50], abs=1e-3)
+
+
+def test_convert_round_trips_through_the_columnar_form(tmp_path: Path) -> None:
+    """`trace convert` to the columnar form and back gives the same lines; an existing target is refused."""
+    text = tmp_path / "t.tsv"
+    write_trace(text, generate(Workload(duration=1800, time_compression=1.0, seed=4)))
+    columns, back = tmp_path / "t.columns", tmp_path / "back.tsv"
+    assert main(["trace", "convert", str(text), str(columns)]) == 0
+    assert main(["trace", "convert", str(columns), str(back)]) == 0
+    assert back.read_text() == text.read_text()
+    assert main(["trace", "convert", str(text), str(columns)]) == 2

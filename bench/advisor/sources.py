@@ -18,7 +18,10 @@
     ``--reorder-window`` seconds, rotated files are concatenated, malformed lines are
     counted (or fail with ``--strict``).
 ``synth``
-    A trace from the workload model (:mod:`bench.harness.workload`), in traffic seconds.
+    A trace from the workload model (:mod:`bench.harness.workload`), in traffic seconds
+    unless ``--time-compression`` says otherwise (the header records it either way).
+``convert SOURCE DEST``
+    Text to the advisor's columnar form (a directory; loads at memory speed) or back.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import asyncpg
 
-from store.accesslog import COLUMNS, MAGIC, ROLE_LETTERS, TraceEvent, TraceFormatError, write_trace
+from store.accesslog import COLUMNS, MAGIC_PREFIX, ROLE_LETTERS, TraceEvent, TraceFormatError, TraceHeader, write_trace
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -183,7 +186,7 @@ async def write_from_postgres(path: Path, database_url: str, spec: TableSpec, **
     stats = PostgresStats()
     opener: Any = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wt", encoding="utf-8") as fh:
-        fh.write(MAGIC + "\n" + "\t".join(COLUMNS) + "\n")
+        fh.write(TraceHeader("s", 1.0).lines())
         async for ev in postgres_events(database_url, spec, stats=stats, **kwargs):
             fh.write(ev.to_line() + "\n")
     return stats
@@ -203,21 +206,36 @@ class LogStats:
 def service_events(
     paths: Sequence[Path], *, window: float = 5.0, strict: bool = False, stats: LogStats | None = None
 ) -> Iterator[TraceEvent]:
-    """Events of one or more access logs in time order (a heap holds ``window`` seconds)."""
+    """Events of one or more access logs in time order (a heap holds ``window`` seconds).
+
+    Each log's header is honoured (unit); logs whose headers disagree on the time base
+    cannot be concatenated and raise :class:`TraceFormatError`.
+    """
     st = stats if stats is not None else LogStats()
     heap: list[tuple[float, int, TraceEvent]] = []
     counter = 0
     latest = float("-inf")
     emitted = float("-inf")
+    base: TraceHeader | None = None
     for path in paths:
         with open(path, encoding="utf-8") as fh:
+            header: TraceHeader | None = None
             for lineno, line in enumerate(fh, start=1):
                 st.lines += 1
                 text = line.rstrip("\n")
-                if not text.strip() or text == MAGIC or tuple(text.split("\t")) == COLUMNS:
+                if text.startswith(MAGIC_PREFIX):
+                    header = TraceHeader.parse(text, str(path))
+                    if base is not None and not base.same_time_base(header):
+                        raise TraceFormatError(
+                            f"{path}: its header ({header.line()}) does not match the first log's ({base.line()})"
+                        )
+                    base = base or header
                     continue
+                if not text.strip() or tuple(text.split("\t")) == COLUMNS:
+                    continue
+                scale = header.scale_to(None) if header is not None else 1.0
                 try:
-                    ev = TraceEvent.from_line(text, lineno)
+                    ev = TraceEvent.from_line(text, lineno, scale)
                 except TraceFormatError as exc:
                     if strict:
                         raise TraceFormatError(f"{path}: {exc}") from None
@@ -270,11 +288,37 @@ def _cmd_from_postgres(args: argparse.Namespace) -> int:
 def _cmd_from_service(args: argparse.Namespace) -> int:
     stats = LogStats()
     paths = [Path(p) for p in args.access_log]
-    n = write_trace(args.output, service_events(paths, window=args.reorder_window, strict=args.strict, stats=stats))
+    header = _first_header(paths)
+    events = service_events(paths, window=args.reorder_window, strict=args.strict, stats=stats)
+    compression = 1.0 if header is None or header.compression is None else header.compression
+    n = write_trace(args.output, events, compression=compression)
     print(
         f"wrote {args.output}: {n:,} events from {stats.lines:,} lines; {stats.reordered:,} put back in order, "
         f"{stats.malformed:,} malformed lines skipped"
     )
+    return 0
+
+
+def _first_header(paths: Sequence[Path]) -> TraceHeader | None:
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+        if first.startswith(MAGIC_PREFIX):
+            return TraceHeader.parse(first, str(path))
+    return None
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from bench.advisor.parse import convert, is_columnar
+
+    source, dest = Path(args.source), Path(args.dest)
+    if not source.exists():
+        raise ValueError(f"{source}: no such trace")
+    if not is_columnar(source) and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"{dest} exists: the columnar form is written to a new directory")
+    n = convert(source, dest)
+    kind = "text" if is_columnar(source) else "columnar"
+    print(f"wrote {dest}: {n:,} events ({kind}, traffic time)")
     return 0
 
 
@@ -285,7 +329,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         f.name: getattr(args, f"w_{f.name}") for f in fields(Workload) if getattr(args, f"w_{f.name}") is not None
     }
     workload = Workload(**values)
-    n = write_trace(args.output, generate(workload))
+    if args.columnar:
+        from bench.advisor.parse import ColumnarWriter
+
+        writer = ColumnarWriter(args.output)
+        writer.add_events(generate(workload), workload.time_compression)
+        writer.close()
+        n = writer.events
+    else:
+        n = write_trace(args.output, generate(workload), compression=workload.time_compression)
     print(f"wrote {args.output}: {n:,} events ({workload.duration:g} s at compression {workload.time_compression:g})")
     return 0
 
@@ -339,7 +391,13 @@ def register(sub: Any) -> None:
             default=defaults.get(f.name),
             help=f"Workload.{f.name} (default {defaults.get(f.name, getattr(Workload(), f.name))})",
         )
+    sy.add_argument("--columnar", action="store_true", help="write the columnar form (a new directory)")
     sy.set_defaults(func=_cmd_synth)
+
+    cv = tsub.add_parser("convert", help="text trace to the columnar form (a directory) or back")
+    cv.add_argument("source", help="a text trace (.tsv, .tsv.gz) or a columnar directory")
+    cv.add_argument("dest", help="a new directory (from text) or a text file (from columnar; .gz compresses)")
+    cv.set_defaults(func=_cmd_convert)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m bench.advisor.sources` for quick use

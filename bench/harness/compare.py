@@ -18,6 +18,19 @@ prints the target ratios with pass/miss.
 ``--generator-check`` measures the load generator itself with a no-op store: the
 highest operation rate it can schedule on one core, and its CPU use at the chosen
 workload.
+
+**On a network.**  ``--pg-rtt 2ms --redis-rtt 0.3ms [--jitter 10%]``, a named
+``--topology`` (:data:`bench.harness.topology.TOPOLOGIES`), ``--pooler pgbouncer`` and
+per-configuration options (``postgres@pg_rtt=2ms``, ``hybrid@pg_rtt=2ms,redis_rtt=0.3ms``)
+place the servers across a network: a :class:`bench.harness.relay.Relay` (its own process)
+in front of each server delays every round trip.  Each such configuration is also run
+with nothing added first (a ``local`` run, unless ``--no-projection``), and the table
+prints, beside each measured p50, the local p50 projected onto the network
+(:mod:`bench.harness.topology`).  ``--sweep pg_rtt=0,0.5,1,2,5,10ms`` (or ``redis_rtt=``)
+runs every configuration at each value; ``--sweep history=20,200,2000,10000`` runs the
+closed-turn benchmark at each history size.  The report draws read p50, turn p50 and
+PostgreSQL queries per second against the swept value.  ``--relay-check`` proves the
+relay's RTT with a ping-pong.
 """
 
 from __future__ import annotations
@@ -27,9 +40,11 @@ import asyncio
 import importlib
 import importlib.util
 import itertools
+import math
+import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +53,8 @@ from typing import Any, TextIO
 from bench.harness import report
 from bench.harness import results as measure
 from bench.harness.floors import FLOORS, open_floor
-from bench.harness.results import ResultFile, RunRecord, TurnSettings
+from bench.harness.relay import Relay, RelayFigures, RelayStats, render_self_test, self_test, target_of
+from bench.harness.results import CountingTarget, ResultFile, RoundTrips, RunRecord, TurnSettings
 from bench.harness.runner import (
     NoopTarget,
     RunOptions,
@@ -50,18 +66,35 @@ from bench.harness.runner import (
     run_open,
     run_turns,
 )
+from bench.harness.topology import (
+    NETWORK_KEYS,
+    POOLERS,
+    TOPOLOGIES,
+    Network,
+    Projection,
+    parse_fraction,
+    parse_ms,
+    project,
+    topology,
+)
 from bench.harness.workload import Workload, events_per_second, generate
-from bench.servers import MODES, open_servers
+from bench.servers import MODES, Servers, open_servers
 from store import open_store
 from store.accesslog import TraceEvent, read_trace, write_trace
 from store.settings import BACKENDS, Settings
 
 DEFAULT_CONFIGS = ("memory", "postgres", "hybrid", "seed", "floor-asyncpg", "floor-redis", "floor-hybrid")
+#: ``--sweep`` without ``--configs``: the architectures of the crossover picture, and the hybrid's floor.
+SWEEP_CONFIGS = ("memory", "postgres", "hybrid", "seed", "floor-hybrid")
+SWEEP_AXES = ("pg_rtt", "redis_rtt", "history")
+#: Replay seconds per run of a sweep (it runs every configuration at every point).
+SWEEP_DURATION = 8.0
 SEED_MODULE = "bench.harness.seed"
 #: Replay seconds per configuration: seven columns of 17 s take about as long as six of 20 s did.
 DEFAULT_DURATION = 17.0
 QUICK_DURATION = 3.0
 QUICK_TURN_SECONDS = 1.5
+HISTORIES_DEFAULT = "20,200"
 
 DESCRIPTION = """\
 The same seeded chat workload against every configuration, one after another, on the same
@@ -80,32 +113,83 @@ Open model by default (operations start on the workload's schedule; latency coun
 when each was due); --clients N for a closed model; --closed-turns for the fixed-turn
 benchmark (16 clients, histories 20 and 200) with its target ratios; --generator-check
 measures the load generator itself.
+
+Across a network: --pg-rtt / --redis-rtt / --jitter, a named --topology, --pooler pgbouncer,
+or per configuration 'postgres@pg_rtt=2ms'. A latency relay (a process of its own) in front
+of each server delays every round trip; each such configuration also runs locally first, and
+the table sets the local p50 plus round trips x RTT beside each measured p50. --sweep
+pg_rtt=0,0.5,1,2,5,10ms (or history=20,200,2000,10000) runs every configuration at each value
+and draws the crossover picture in report.html.
 """
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """One column of the comparison: a store spec, the seed baseline, a floor, or ``noop``."""
+    """One column of the comparison: a store spec, the seed baseline, a floor, or ``noop``.
+
+    ``name`` is the column as given; after an ``@`` it may carry network options
+    (``postgres@pg_rtt=2ms``, ``hybrid@pg_rtt=2ms,redis_rtt=0.3ms,pooler=pgbouncer``),
+    which override the run's ``--pg-rtt`` / ``--redis-rtt`` / ``--jitter`` / ``--pooler``.
+    """
 
     name: str
     kind: str  # "store" | "seed" | "floor" | "noop"
+    spec: str = ""
+    """``name`` without its network options."""
+    network: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def parse(cls, name: str) -> Config:
         name = name.strip()
-        if name == "seed":
-            return cls(name, "seed")
-        if name == "noop":
-            return cls(name, "noop")
-        if name in FLOORS:
-            return cls(name, "floor")
-        if name.partition("?")[0] in BACKENDS:
-            Settings.from_spec(name)  # validates the spec now, not mid-run
-            return cls(name, "store")
-        raise ValueError(
-            f"unknown configuration {name!r}: use a store spec ({', '.join(BACKENDS)}, e.g. 'hybrid?cache_size=20'), "
-            f"'seed', {', '.join(repr(f) for f in FLOORS)} or 'noop'"
-        )
+        spec, at, rest = name.partition("@")
+        spec = spec.strip()
+        options: list[tuple[str, str]] = []
+        if at:
+            for item in (x for x in rest.replace("&", ",").split(",") if x.strip()):
+                key, eq, value = item.partition("=")
+                if not eq or key.strip() not in NETWORK_KEYS:
+                    raise ValueError(
+                        f"configuration {name!r}: {item.strip()!r} is not a network option "
+                        f"(use {', '.join(k + '=...' for k in NETWORK_KEYS)})"
+                    )
+                options.append((key.strip(), value.strip()))
+            Network().with_options(dict(options))  # validates the values now, not mid-run
+        if spec == "seed":
+            kind = "seed"
+        elif spec == "noop":
+            kind = "noop"
+        elif spec in FLOORS:
+            kind = "floor"
+        elif spec.partition("?")[0] in BACKENDS:
+            Settings.from_spec(spec)  # validates the spec now, not mid-run
+            kind = "store"
+        else:
+            raise ValueError(
+                f"unknown configuration {name!r}: use a store spec ({', '.join(BACKENDS)}, e.g. "
+                f"'hybrid?cache_size=20'), 'seed', {', '.join(repr(f) for f in FLOORS)} or 'noop', optionally "
+                "followed by network options such as '@pg_rtt=2ms,redis_rtt=0.3ms'"
+            )
+        return cls(name, kind, spec, tuple(options))
+
+    def network_on(self, base: Network) -> Network:
+        """``base`` (the run's network) with this configuration's own options applied."""
+        return base.with_options(dict(self.network))
+
+
+def split_configs(text: str) -> list[str]:
+    """``--configs``: split on commas, except between one configuration's network options.
+
+    ``postgres@pg_rtt=2ms,hybrid@pg_rtt=2ms,redis_rtt=0.3ms`` is two configurations: an item
+    that is ``key=value`` with a network key continues the ``@`` options before it.
+    """
+    out: list[str] = []
+    for item in text.split(","):
+        key = item.partition("=")[0].strip()
+        if out and "@" in out[-1] and "@" not in item and "=" in item and key in NETWORK_KEYS:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return [x for x in out if x.strip()]
 
 
 def seed_available() -> bool:
@@ -116,10 +200,12 @@ def seed_available() -> bool:
         return False
 
 
-def _store_settings(spec: str, *, cache_size: int | None, ttl_replay: float) -> Settings:
+def _store_settings(spec: str, *, cache_size: int | None, ttl_replay: float, pooled: bool = False) -> Settings:
     settings = Settings.from_spec(spec)
     query = spec.partition("?")[2]
     options: dict[str, Any] = {}
+    if pooled and "statement_cache_size" not in query:
+        options["postgres.statement_cache_size"] = 0  # PgBouncer in transaction mode shares server connections
     if "ttl" not in query:
         options["cache.ttl"] = ttl_replay
         options["memory.idle_ttl"] = ttl_replay
@@ -136,20 +222,34 @@ def _describe_settings(settings: Settings) -> dict[str, Any]:
 
 
 async def open_target(
-    config: Config, database_url: str, redis_url: str, *, cache_size: int | None, ttl_replay: float
+    config: Config,
+    database_url: str,
+    redis_url: str,
+    *,
+    cache_size: int | None,
+    ttl_replay: float,
+    pooled: bool = False,
 ) -> tuple[Target, dict[str, Any]]:
-    """Open the target for ``config``; return it and the settings it runs with."""
+    """Open the target for ``config``; return it and the settings it runs with.
+
+    ``pooled``: ``database_url`` goes through PgBouncer in transaction mode, so every asyncpg
+    pool runs with ``statement_cache_size=0``.
+    """
+    spec = config.spec or config.name
+    cache = 0 if pooled else 100
     if config.kind == "noop":
         return NoopTarget(), {}
     if config.kind == "floor":
-        floor = await open_floor(config.name, database_url, redis_url, window=cache_size, ttl=ttl_replay)
-        return floor, {"floor": config.name}
+        floor = await open_floor(
+            spec, database_url, redis_url, window=cache_size, ttl=ttl_replay, statement_cache_size=cache
+        )
+        return floor, {"floor": spec, **({"statement_cache_size": 0} if pooled else {})}
     if config.kind == "seed":
         module = importlib.import_module(SEED_MODULE)
-        seed = await module.open_seed_baseline(database_url, redis_url)
+        seed = await module.open_seed_baseline(database_url, redis_url, statement_cache_size=cache)
         described = {"seed": "the seed's SessionManager (keep 50, 24 h SETEX, unscaled)"}
         return StoreTarget(seed, "seed", create_first=True), described
-    settings = _store_settings(config.name, cache_size=cache_size, ttl_replay=ttl_replay)
+    settings = _store_settings(spec, cache_size=cache_size, ttl_replay=ttl_replay, pooled=pooled)
     store = await open_store(settings, database_url=database_url, redis_url=redis_url)
     return StoreTarget(store, config.name, cached=settings.backend == "hybrid"), _describe_settings(settings)
 
@@ -240,27 +340,134 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the servers answer: PostgreSQL directly and (when started) through PgBouncer, and Redis."""
+
+    postgres: str
+    redis: str
+    pooled: str | None = None
+
+    @classmethod
+    def of(cls, servers: Servers) -> Endpoints:
+        if servers.pgbouncer is not None and servers.postgres is not None:
+            return cls(servers.postgres.url, servers.redis_url, servers.pgbouncer.url)
+        return cls(servers.database_url, servers.redis_url)
+
+    def database_url(self, network: Network) -> str:
+        if network.pooler == "none":
+            return self.postgres
+        if self.pooled is None:
+            raise ValueError(f"pooler {network.pooler!r} asked for, but no pooler was started")
+        return self.pooled
+
+
+class Relays:
+    """The latency relays of a compare run, one process per server address, reused between runs."""
+
+    def __init__(self) -> None:
+        self._relays: dict[tuple[str, int], Relay] = {}
+
+    def get(self, url: str, rtt_ms: float, jitter: float) -> Relay:
+        target = target_of(url)
+        relay = self._relays.get(target)
+        if relay is None or not relay.running:
+            relay = self._relays[target] = Relay(target, rtt_ms=rtt_ms, jitter=jitter, seed=len(self._relays)).start()
+        else:
+            relay.set(rtt_ms, jitter)
+        return relay
+
+    def close(self) -> None:
+        for relay in self._relays.values():
+            relay.stop()
+        self._relays.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One entry of the plan: a configuration on a network (at a sweep point, or its local run)."""
+
+    config: Config
+    network: Network
+    role: str = "measured"
+    point: float | None = None
+    history: int | None = None
+
+    @property
+    def label(self) -> str:
+        bits = [self.config.name]
+        if self.role == "local":
+            bits.append("local")
+        elif not self.network.local:
+            bits.append(self.network.label())
+        if self.history is not None:
+            bits.append(f"h={self.history}")
+        return " · ".join(bits)
+
+
+def plan(
+    configs: list[Config],
+    base: Network,
+    *,
+    sweep: tuple[str, list[float]] | None = None,
+    histories: list[int] | None = None,
+    projections: bool = True,
+) -> list[Run]:
+    """Every run, in order: per history, per configuration, its local run first (when it runs
+    across a network and no point of the sweep is local), then each point."""
+    out: list[Run] = []
+    levels: list[int | None] = list(histories) if histories else [None]
+    for history in levels:
+        for config in configs:
+            own = config.network_on(base)
+            if sweep is not None and sweep[0] == "pg_rtt":
+                points: list[tuple[float | None, Network]] = [(v, replace(own, pg_rtt_ms=v)) for v in sweep[1]]
+            elif sweep is not None and sweep[0] == "redis_rtt":
+                points = [(v, replace(own, redis_rtt_ms=v)) for v in sweep[1]]
+            else:
+                points = [(None, own)]
+            if projections and any(not n.local for _, n in points) and not any(n.local for _, n in points):
+                out.append(Run(config, own.zeroed(), "local", None, history))
+            out += [Run(config, n, "measured", v, history) for v, n in points]
+    return out
+
+
 async def _measure(
-    config: Config,
-    urls: tuple[str, str],
+    run_plan: Run,
+    endpoints: Endpoints,
+    relays: Relays,
     run: Callable[[Target], Any],
     *,
     cache_size: int | None,
     ttl_replay: float,
     prepare: Callable[[Target], Any] | None = None,
-    history: int | None = None,
 ) -> RunRecord:
-    """Fresh schema, open, (prepare), run with driver calls counted, read sizes, close."""
-    db, rd = urls
-    await measure.reset_servers(db, rd)
-    target, settings = await open_target(config, db, rd, cache_size=cache_size, ttl_replay=ttl_replay)
+    """Fresh schema, relays set, open, (prepare), run with round trips counted, read sizes, close."""
+    config, network = run_plan.config, run_plan.network
+    admin_db, rd = endpoints.postgres, endpoints.redis
+    db = endpoints.database_url(network)
+    await measure.reset_servers(admin_db, rd)
+    active: dict[str, Relay] = {}
+    if network.pg_rtt_ms > 0:
+        active["postgres"] = relays.get(db, network.pg_rtt_ms, network.jitter)
+    if network.redis_rtt_ms > 0:
+        active["redis"] = relays.get(rd, network.redis_rtt_ms, network.jitter)
+    target_db = active["postgres"].url(db) if "postgres" in active else db
+    target_rd = active["redis"].url(rd) if "redis" in active else rd
+    target, settings = await open_target(
+        config, target_db, target_rd, cache_size=cache_size, ttl_replay=ttl_replay, pooled=network.pooler != "none"
+    )
+    trips = RoundTrips()
+    figures: dict[str, RelayFigures] = {}
     try:
         if prepare is not None:
             await prepare(target)
-        before = await measure.snapshot(db, rd)
+        before = await measure.snapshot(admin_db, rd)
+        marks: dict[str, RelayStats] = {name: relay.stats() for name, relay in active.items()}
         with measure.DriverCallCounter() as calls:
-            result: RunResult = await run(target)
-        after = await measure.snapshot(db, rd, key_memory=True)
+            result: RunResult = await run(CountingTarget(target, trips))
+        figures = {name: relay.figures(marks[name]) for name, relay in active.items()}
+        after = await measure.snapshot(admin_db, rd, key_memory=True)
     finally:
         await target.close()
     return RunRecord.from_run(
@@ -271,7 +478,12 @@ async def _measure(
         before=before,
         after=after,
         calls=calls,
-        history=history,
+        history=run_plan.history,
+        trips=trips,
+        network=network,
+        role=run_plan.role,
+        point=run_plan.point,
+        relays=figures,
     )
 
 
@@ -280,13 +492,13 @@ async def _measure(
 
 def _events(workload: Workload, trace: Path | None) -> Callable[[], Iterator[TraceEvent]]:
     if trace is not None:
-        return lambda: read_trace(trace)
+        return lambda: read_trace(trace, compression=workload.time_compression)  # replay seconds
     return lambda: generate(workload)
 
 
 async def compare_workload(
-    configs: list[Config],
-    urls: tuple[str, str],
+    runs: list[Run],
+    endpoints: Endpoints,
     workload: Workload,
     *,
     clients: int | None,
@@ -297,33 +509,42 @@ async def compare_workload(
     progress: Progress,
     result: ResultFile,
 ) -> None:
-    """Run every configuration; append one record per configuration to ``result.configs``."""
+    """Run every entry of the plan; append one record per run to ``result.configs``."""
     events = _events(workload, trace)
     ttl_replay = workload.replay_seconds(ttl)
-    for config in configs:
-        update = progress.start(config.name)
+    relays = Relays()
+    try:
+        for entry in runs:
+            update = progress.start(entry.label)
 
-        async def run(target: Target, update: Callable[[float], None] = update) -> RunResult:
-            if clients:
-                many = replace(workload, duration=workload.duration * 1000)
-                stream = read_trace(trace) if trace is not None else generate(many)
-                return await run_closed(target, stream, clients=clients, duration=workload.duration, progress=update)
-            options = RunOptions(duration=workload.duration, max_lag_ms=max_lag_ms)
-            return await run_open(target, events(), options, progress=update)
+            async def run(target: Target, update: Callable[[float], None] = update) -> RunResult:
+                if clients:
+                    many = replace(workload, duration=workload.duration * 1000)
+                    stream = (
+                        read_trace(trace, compression=workload.time_compression)
+                        if trace is not None
+                        else generate(many)
+                    )
+                    return await run_closed(
+                        target, stream, clients=clients, duration=workload.duration, progress=update
+                    )
+                options = RunOptions(duration=workload.duration, max_lag_ms=max_lag_ms)
+                return await run_open(target, events(), options, progress=update)
 
-        record = await _measure(config, urls, run, cache_size=cache_size, ttl_replay=ttl_replay)
-        progress.finish()
-        result.configs.append(record)
+            record = await _measure(entry, endpoints, relays, run, cache_size=cache_size, ttl_replay=ttl_replay)
+            progress.finish()
+            result.configs.append(record)
+    finally:
+        relays.close()
 
 
 # ----------------------------------------------------------------------------- issue 3's turns
 
 
 async def compare_turns(
-    configs: list[Config],
-    urls: tuple[str, str],
+    runs: list[Run],
+    endpoints: Endpoints,
     *,
-    histories: list[int],
     clients: int,
     seconds: float,
     warmup: float,
@@ -331,11 +552,13 @@ async def compare_turns(
     progress: Progress,
     result: ResultFile,
 ) -> None:
-    """Issue 3's benchmark: closed loop of whole turns per configuration and history size."""
+    """Issue 3's benchmark: closed loop of whole turns per plan entry (configuration, history, network)."""
     sessions = [f"h{i}" for i in range(clients * 2)]
-    for history in histories:
-        for config in configs:
-            update = progress.start(f"{config.name} h={history}")
+    relays = Relays()
+    try:
+        for entry in runs:
+            update = progress.start(entry.label)
+            history = entry.history or 0
 
             async def prepare(target: Target, history: int = history) -> None:
                 await prefill(target, sessions, history, concurrency=clients)
@@ -348,10 +571,144 @@ async def compare_turns(
                 )
 
             record = await _measure(
-                config, urls, run, cache_size=cache_size, ttl_replay=24 * 3600.0, prepare=prepare, history=history
+                entry, endpoints, relays, run, cache_size=cache_size, ttl_replay=24 * 3600.0, prepare=prepare
             )
             progress.finish()
             result.configs.append(record)
+    finally:
+        relays.close()
+
+
+# ----------------------------------------------------------------------------- projection check
+
+
+class TwinTarget:
+    """Runs every operation on two targets at once, each under its own copy of the session key.
+
+    The twins see the same operations, message sizes and schedule at the same moments (the
+    sessions are ``L:<key>`` on the first and ``R:<key>`` on the second, so they never share one);
+    a seeded coin decides which starts first.
+    """
+
+    def __init__(self, a: Target, b: Target, *, seed: int = 0) -> None:
+        self.twins = (a, b)
+        self.name = a.name
+        self._coin = random.Random(seed)
+
+    async def _both(self, first: Awaitable[Any], second: Awaitable[Any]) -> Any:
+        # Whichever starts first runs first on the loop.  A seeded coin decides, per operation: strict
+        # turns would line up with the workload's own rhythm (append, read, append) and favour one twin.
+        if self._coin.random() < 0.5:
+            return (await asyncio.gather(first, second))[0]
+        return (await asyncio.gather(second, first))[1]
+
+    async def append(self, session: str, roles: str, sizes: Sequence[int]) -> None:
+        a, b = self.twins
+        await self._both(a.append("L:" + session, roles, sizes), b.append("R:" + session, roles, sizes))
+
+    async def read(self, session: str, limit: int, before: int | None) -> str | None:
+        a, b = self.twins
+        cache: str | None = await self._both(
+            a.read("L:" + session, limit, before), b.read("R:" + session, limit, before)
+        )
+        return cache
+
+    async def close(self) -> None:
+        try:
+            await self.twins[0].close()
+        finally:
+            await self.twins[1].close()
+
+
+@dataclass(frozen=True, slots=True)
+class PairedProjection:
+    """One operation of one configuration: the loopback twin projected onto the network, beside the relayed twin."""
+
+    config: str
+    projection: Projection
+    measured_ms: float
+    """p50 service time of the twin that ran through the relays."""
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_ms / self.projection.predicted_ms if self.projection.predicted_ms else math.inf
+
+
+async def projection_check(
+    config: Config,
+    endpoints: Endpoints,
+    network: Network,
+    workload: Workload,
+    *,
+    ops: Sequence[str] = ("append", "read"),
+    cache_size: int | None = None,
+    ttl: float = 24 * 3600.0,
+) -> list[PairedProjection]:
+    """Projection against measurement with both sides measured at the same moment.
+
+    Two copies of the configuration run together, one on loopback and one through the
+    relays, and every operation of the workload runs on both at once (:class:`TwinTarget`),
+    so the twins share one schedule and one state of the machine: a busy moment slows both.
+    Per operation: the loopback twin's p50 service time and round trips projected onto
+    ``network``, beside the relayed twin's p50 service time.
+    """
+    ttl_replay = workload.replay_seconds(ttl)
+    db = endpoints.database_url(network)
+    await measure.reset_servers(endpoints.postgres, endpoints.redis)
+    relays = Relays()
+    try:
+        relayed_db, relayed_rd = db, endpoints.redis
+        if network.pg_rtt_ms > 0:
+            relayed_db = relays.get(db, network.pg_rtt_ms, network.jitter).url(db)
+        if network.redis_rtt_ms > 0:
+            relayed_rd = relays.get(endpoints.redis, network.redis_rtt_ms, network.jitter).url(endpoints.redis)
+        pooled = network.pooler != "none"
+        local, _ = await open_target(
+            config, db, endpoints.redis, cache_size=cache_size, ttl_replay=ttl_replay, pooled=pooled
+        )
+        try:
+            remote, _ = await open_target(
+                config, relayed_db, relayed_rd, cache_size=cache_size, ttl_replay=ttl_replay, pooled=pooled
+            )
+        except BaseException:
+            await local.close()
+            raise
+        near, far = RoundTrips(), RoundTrips()
+        split = TwinTarget(CountingTarget(local, near), CountingTarget(remote, far), seed=workload.seed)
+        try:
+            with measure.DriverCallCounter():
+                options = RunOptions(duration=workload.duration, max_lag_ms=1000.0)
+                await run_open(split, generate(workload), options)
+        finally:
+            await split.close()
+    finally:
+        relays.close()
+    out: list[PairedProjection] = []
+    for op in ops:
+        projection = project(op, near.service_p50_ms(op), near.to_json().get(op), network)
+        measured = far.service_p50_ms(op)
+        if projection is not None and measured is not None:
+            out.append(PairedProjection(config.name, projection, measured))
+    return out
+
+
+def render_projection_check(rows: Sequence[PairedProjection], network: Network) -> str:
+    lines = [
+        f"projection check at {network.label()}: each configuration runs as twins, one on loopback and one through"
+        " the relays, every operation on both at once; predicted = loopback p50 + PG trips x PG RTT + Redis trips"
+        " x Redis RTT",
+        f"{'configuration':<16}{'op':<8}{'loopback p50':>13}{'PG+Redis trips':>16}{'predicted':>11}"
+        f"{'measured':>10}{'measured/predicted':>20}",
+    ]
+    for r in rows:
+        p = r.projection
+        trips = f"{p.pg_trips:g}+{p.redis_trips:g}" if p.exact else f"{p.pg_trips:.2f}+{p.redis_trips:.2f}"
+        lines.append(
+            f"{r.config:<16}{p.op:<8}{p.local_p50_ms:>13.3f}{trips:>16}{p.predicted_ms:>11.3f}"
+            f"{r.measured_ms:>10.3f}{r.ratio:>19.2f}x"
+        )
+    lines.append("(milliseconds; service time per call, from the call to its return)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- generator check
@@ -385,8 +742,10 @@ def _workload(args: argparse.Namespace) -> Workload:
     overrides: dict[str, Any] = {"seed": args.seed}
     if args.duration is not None:
         overrides["duration"] = args.duration
+    elif args.quick:
+        overrides["duration"] = QUICK_DURATION
     else:
-        overrides["duration"] = QUICK_DURATION if args.quick else DEFAULT_DURATION
+        overrides["duration"] = SWEEP_DURATION if args.sweep else DEFAULT_DURATION
     if args.rate is not None:
         overrides["new_sessions_per_s"] = args.rate
     if args.compression is not None:
@@ -395,7 +754,8 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 
 def _configs(args: argparse.Namespace) -> tuple[list[Config], list[str]]:
-    names = [n for n in (args.configs.split(",") if args.configs is not None else DEFAULT_CONFIGS) if n.strip()]
+    default = SWEEP_CONFIGS if args.sweep else DEFAULT_CONFIGS
+    names = split_configs(args.configs) if args.configs is not None else list(default)
     if not names:
         raise ValueError(f"--configs {args.configs!r} names no configuration (e.g. --configs memory,hybrid)")
     configs = [Config.parse(n) for n in names]
@@ -420,6 +780,40 @@ def _histories(text: str) -> list[int]:
     return histories
 
 
+def parse_sweep(text: str) -> tuple[str, list[float]]:
+    """``pg_rtt=0,0.5,1,2,5,10ms`` -> ("pg_rtt", [0, 0.5, ...]) in ms (a unit on the last value applies to
+    every value without one); ``history=20,200`` -> ("history", [20, 200])."""
+    axis, eq, values = text.partition("=")
+    axis = axis.strip()
+    if not eq or axis not in SWEEP_AXES:
+        raise ValueError(f"--sweep {text!r}: give {' or '.join(a + '=V1,V2,...' for a in SWEEP_AXES)}")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not items:
+        raise ValueError(f"--sweep {text!r}: no values")
+    if axis == "history":
+        return axis, [float(h) for h in _histories(",".join(items))]
+    unit = next((u for u in ("ms", "us", "µs", "s") if items[-1].endswith(u)), "ms")
+    out = [parse_ms(v if v[-1:].isalpha() else v + unit, what=f"--sweep {axis} value") for v in items]
+    if len(set(out)) != len(out):
+        raise ValueError(f"--sweep {text!r}: each value may appear once")
+    return axis, out
+
+
+def _network(args: argparse.Namespace) -> tuple[Network, str | None]:
+    """The run's network: the topology's, then --pg-rtt / --redis-rtt / --jitter / --pooler over it."""
+    base = topology(args.topology).network if args.topology else Network()
+    options = {}
+    if args.pg_rtt is not None:
+        options["pg_rtt"] = args.pg_rtt
+    if args.redis_rtt is not None:
+        options["redis_rtt"] = args.redis_rtt
+    if args.jitter is not None:
+        options["jitter"] = args.jitter
+    if args.pooler is not None:
+        options["pooler"] = args.pooler
+    return base.with_options(options), args.topology
+
+
 def _reference(args: argparse.Namespace, configs: list[Config], turns: bool) -> str:
     names = [c.name for c in configs]
     if args.reference:
@@ -432,30 +826,67 @@ def _reference(args: argparse.Namespace, configs: list[Config], turns: bool) -> 
     return names[0]
 
 
+def cmd_relay_check() -> int:
+    rows, info = self_test()
+    print(render_self_test(rows, info))
+    return 0 if all(r.ok for r in rows) else 1
+
+
+def cmd_projection_check(args: argparse.Namespace, configs: list[Config], base: Network, workload: Workload) -> int:
+    if base.local:
+        raise ValueError("--projection-check needs a network: give --pg-rtt/--redis-rtt or --topology")
+    pooler = next((c.network_on(base).pooler for c in configs if c.network_on(base).pooler != "none"), "none")
+    rows: list[PairedProjection] = []
+    with open_servers(args.servers, pooler=pooler) as servers:
+        endpoints = Endpoints.of(servers)
+        for config in configs:
+            print(f"[{configs.index(config) + 1}/{len(configs)}] {config.name}", file=sys.stderr, flush=True)
+            rows += asyncio.run(projection_check(config, endpoints, config.network_on(base), workload))
+    print(render_projection_check(rows, base))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.relay_check:
+        return cmd_relay_check()
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    if sweep is not None and sweep[0] == "history":
+        if args.histories != HISTORIES_DEFAULT:
+            raise ValueError("--sweep history=... sets the histories; leave out --histories")
+        if args.clients or args.trace:
+            raise ValueError("--sweep history=... runs the closed-turn benchmark: leave out --clients and --trace")
+        args.closed_turns = True
+        args.histories = ",".join(f"{v:g}" for v in sweep[1])
     workload = _workload(args)
     if args.write_trace:
-        n = write_trace(args.write_trace, generate(workload))
+        n = write_trace(args.write_trace, generate(workload), compression=workload.time_compression)
         print(f"wrote {n} events to {args.write_trace}")
         return 0
     if args.generator_check:
         figures = asyncio.run(generator_check(workload, events=args.generator_events))
         print(report.render_generator_check(figures, workload))
         return 0
+    base, topology_name = _network(args)
     configs, notes = _configs(args)
     for note in notes:
         print(note, file=sys.stderr)
+    if args.projection_check:
+        return cmd_projection_check(args, configs, base, workload)
     reference = _reference(args, configs, args.closed_turns)
     command = ["sessionbench", *sys.argv[1:]] if "sessionbench" in sys.argv[0] else ["sessionbench", "compare"]
     histories = _histories(args.histories) if args.closed_turns else []
     ttl = args.ttl if args.ttl is not None else Settings().cache.ttl
+    runs = plan(configs, base, sweep=sweep, histories=histories or None, projections=not args.no_projection)
+    networked = topology_name is not None or any(not r.network.local or r.network.pooler != "none" for r in runs)
+    pooler = next((r.network.pooler for r in runs if r.network.pooler != "none"), "none")
     if args.closed_turns:
         seconds = args.turn_seconds or (QUICK_TURN_SECONDS if args.quick else 5.0)
-        progress = Progress(len(configs) * len(histories), seconds, enabled=not args.no_progress)
+        progress = Progress(len(runs), seconds, enabled=not args.no_progress)
     else:
-        progress = Progress(len(configs), workload.duration, enabled=not args.no_progress)
-    with open_servers(args.servers) as servers:
-        urls = (servers.database_url, servers.redis_url)
+        progress = Progress(len(runs), workload.duration, enabled=not args.no_progress)
+    with open_servers(args.servers, pooler=pooler) as servers:
+        endpoints = Endpoints.of(servers)
+        urls = (endpoints.postgres, endpoints.redis)
         server_cfg = asyncio.run(measure.server_config(*urls))
         server_cfg.update(
             {
@@ -463,14 +894,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "info": servers.info,
                 "postgres_flags": servers.postgres.settings() if servers.postgres else None,
                 "redis_flags": servers.redis.settings() if servers.redis else None,
+                "pgbouncer_flags": servers.pgbouncer.settings() if servers.pgbouncer else None,
             }
         )
+        where = measure.topology_of(*urls, servers.mode)
+        if any(not r.network.local for r in runs):
+            where += "; round-trip times added per configuration by latency relays (one process per server)"
+        if topology_name:
+            where += f"; topology {topology_name}: {TOPOLOGIES[topology_name].summary}"
         common: dict[str, Any] = {
             "command": command,
             "reference": reference,
             "servers": server_cfg,
             "notes": notes,
-            "topology": measure.topology_of(*urls, servers.mode),
+            "topology": where,
+            "network": {"topology": topology_name, **base.to_json()} if networked else None,
+            "sweep": {"axis": sweep[0], "values": sweep[1]} if sweep else None,
         }
         progress.begin()
         if args.closed_turns:
@@ -479,9 +918,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             result = ResultFile.new("turns", seed=args.seed, turns=turns, **common)
             asyncio.run(
                 compare_turns(
-                    configs,
-                    urls,
-                    histories=histories,
+                    runs,
+                    endpoints,
                     clients=args.turn_clients,
                     seconds=seconds,
                     warmup=warmup,
@@ -504,8 +942,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
             asyncio.run(
                 compare_workload(
-                    configs,
-                    urls,
+                    runs,
+                    endpoints,
                     workload,
                     clients=args.clients,
                     trace=args.trace,
@@ -518,6 +956,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
         progress.end()
     result.attach_overheads()
+    result.attach_projections()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(args.output) / stamp
     path = result.write(directory)
@@ -529,6 +968,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(f"\nwrote {path}")
     return 0
+
+
+def _checked(parse: Callable[..., float], option: str) -> Callable[[str], str]:
+    """argparse type: validate with ``parse`` now (one readable line), keep the text."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text, what=option)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return check
 
 
 def register(subparsers: Any) -> None:
@@ -543,7 +995,9 @@ def register(subparsers: Any) -> None:
         "--configs",
         metavar="LIST",
         help="comma-separated configurations, in column order: store specs (memory, postgres, hybrid, "
-        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, floor-hybrid, noop "
+        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, floor-hybrid, noop, each optionally "
+        "with network options after @ ('postgres@pg_rtt=2ms', 'hybrid@pg_rtt=2ms,redis_rtt=0.3ms', "
+        "'postgres@pooler=pgbouncer'; rtt= sets both) "
         f"(default: {','.join(DEFAULT_CONFIGS)}; "
         "seed is skipped with a note if not installed)",
     )
@@ -558,6 +1012,67 @@ def register(subparsers: Any) -> None:
         default="auto",
         help="where PostgreSQL and Redis come from: embedded, or external when DATABASE_URL and "
         "REDIS_URL are set (auto, the default), or docker",
+    )
+    g = p.add_argument_group(
+        "network (latency relays in front of the servers; each such configuration is also run locally for"
+        " its projection)"
+    )
+    g.add_argument(
+        "--pg-rtt",
+        type=_checked(parse_ms, "--pg-rtt"),
+        metavar="MS",
+        help="round-trip time added to every PostgreSQL round trip, e.g. 2ms or 300us (default: 0, loopback)",
+    )
+    g.add_argument(
+        "--redis-rtt",
+        type=_checked(parse_ms, "--redis-rtt"),
+        metavar="MS",
+        help="round-trip time added to every Redis round trip, e.g. 0.3ms (default: 0)",
+    )
+    g.add_argument(
+        "--jitter",
+        type=_checked(parse_fraction, "--jitter"),
+        metavar="PERCENT",
+        help="each delay is drawn uniformly within rtt/2 plus or minus this fraction, e.g. 10%% (default: 0)",
+    )
+    g.add_argument(
+        "--topology",
+        choices=tuple(TOPOLOGIES),
+        help="a named placement that sets the RTTs, jitter and pooler (illustrative defaults, see the README): "
+        + "; ".join(f"{t.name}: {t.network.label()}" for t in TOPOLOGIES.values()).replace("%", "%%")
+        + "; --pg-rtt/--redis-rtt/--jitter/--pooler override it",
+    )
+    g.add_argument(
+        "--pooler",
+        choices=POOLERS,
+        help="pgbouncer: reach PostgreSQL through PgBouncer in transaction mode (embedded servers only; "
+        "asyncpg then runs with statement_cache_size=0); per configuration: 'postgres@pooler=pgbouncer'",
+    )
+    g.add_argument(
+        "--sweep",
+        metavar="AXIS=LIST",
+        help="run every configuration at each value: pg_rtt=0,0.5,1,2,5,10ms or redis_rtt=... (the open "
+        "workload, or --closed-turns), or history=20,200,2000,10000 (the closed-turn benchmark); the report "
+        f"draws read p50, turn p50 and PG queries/s against it (default configurations: {','.join(SWEEP_CONFIGS)}; "
+        f"{SWEEP_DURATION:g} s each unless --duration)",
+    )
+    g.add_argument(
+        "--no-projection",
+        action="store_true",
+        help="skip the local run of each configuration that runs across a network (then no predicted figures)",
+    )
+    g.add_argument(
+        "--projection-check",
+        action="store_true",
+        help="instead of the table: run each configuration as twins, one on loopback and one through the relays, "
+        "every operation on both at once, and print the relayed twin's append and read p50 beside the loopback "
+        "twin's projection (measured at the same moments, so a busy machine slows both alike)",
+    )
+    g.add_argument(
+        "--relay-check",
+        action="store_true",
+        help="ping-pong through the latency relay at 0.2 to 20 ms and print how close the added RTT is to the "
+        "asked one (within 10%% or 50 us passes); needs no servers; exit 1 if a row misses",
     )
     g = p.add_argument_group("workload (see bench/workload.py for every default)")
     g.add_argument("--seed", type=int, default=0, help="workload seed (default: 0)")
@@ -631,7 +1146,10 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--turn-clients", type=int, default=16, metavar="N", help="clients for --closed-turns (default: 16)")
     g.add_argument(
-        "--histories", default="20,200", metavar="LIST", help="history sizes for --closed-turns (default: 20,200)"
+        "--histories",
+        default=HISTORIES_DEFAULT,
+        metavar="LIST",
+        help=f"history sizes for --closed-turns (default: {HISTORIES_DEFAULT})",
     )
     g.add_argument(
         "--turn-seconds",

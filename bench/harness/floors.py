@@ -116,16 +116,25 @@ class AsyncpgFloor:
         self._messages = _Messages()
 
     @staticmethod
-    async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    async def create_pool(
+        database_url: str, *, min_size: int = 2, max_size: int = 20, statement_cache_size: int = 100
+    ) -> asyncpg.Pool:
         # No reset on release: asyncpg's default sends a reset query (one more round trip)
         # every time a connection goes back to the pool; the floor leaves no session state.
-        pool = await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size, reset=_no_reset)
+        # statement_cache_size=0 behind PgBouncer in transaction mode (named statements go missing).
+        pool = await asyncpg.create_pool(
+            database_url,
+            min_size=min_size,
+            max_size=max_size,
+            reset=_no_reset,
+            statement_cache_size=statement_cache_size,
+        )
         await pool.execute(_SCHEMA)
         return pool
 
     @classmethod
-    async def open(cls, database_url: str) -> AsyncpgFloor:
-        return cls(await cls.create_pool(database_url))
+    async def open(cls, database_url: str, *, statement_cache_size: int = 100) -> AsyncpgFloor:
+        return cls(await cls.create_pool(database_url, statement_cache_size=statement_cache_size))
 
     async def insert(self, session: str, first: int, roles: str, contents: Sequence[str]) -> None:
         """One ``INSERT`` of the messages (1 round trip)."""
@@ -225,9 +234,15 @@ class HybridFloor:
 
     @classmethod
     async def open(
-        cls, database_url: str, redis_url: str, *, window: int = DEFAULT_WINDOW, ttl: float = 86400.0
+        cls,
+        database_url: str,
+        redis_url: str,
+        *,
+        window: int = DEFAULT_WINDOW,
+        ttl: float = 86400.0,
+        statement_cache_size: int = 100,
     ) -> HybridFloor:
-        pool = await AsyncpgFloor.create_pool(database_url)
+        pool = await AsyncpgFloor.create_pool(database_url, statement_cache_size=statement_cache_size)
         try:
             client = await RedisFloor.create_client(redis_url)
         except BaseException:
@@ -255,14 +270,25 @@ Floor = AsyncpgFloor | RedisFloor | HybridFloor
 
 
 async def open_floor(
-    name: str, database_url: str, redis_url: str, *, window: int | None = None, ttl: float | None = None
+    name: str,
+    database_url: str,
+    redis_url: str,
+    *,
+    window: int | None = None,
+    ttl: float | None = None,
+    statement_cache_size: int = 100,
 ) -> Floor:
-    """Open the floor called ``name`` (one of :data:`FLOORS`); ``window``/``ttl`` as the hybrid's cache."""
+    """Open the floor called ``name`` (one of :data:`FLOORS`); ``window``/``ttl`` as the hybrid's cache.
+
+    ``statement_cache_size``: asyncpg's, 0 behind PgBouncer in transaction mode.
+    """
     size = window or DEFAULT_WINDOW
+    cache = statement_cache_size
     if name == "floor-asyncpg":
-        return await AsyncpgFloor.open(database_url)
+        return await AsyncpgFloor.open(database_url, statement_cache_size=cache)
     if name == "floor-redis":
         return await RedisFloor.open(redis_url, window=size)
     if name == "floor-hybrid":
-        return await HybridFloor.open(database_url, redis_url, window=size, ttl=ttl if ttl is not None else 86400.0)
+        ttl = ttl if ttl is not None else 86400.0
+        return await HybridFloor.open(database_url, redis_url, window=size, ttl=ttl, statement_cache_size=cache)
     raise ValueError(f"unknown floor {name!r}; choose one of {', '.join(FLOORS)}")

@@ -19,6 +19,8 @@ __all__ = ["REGISTRY", "Metric", "by_name", "fmt_value", "table_metrics"]
 
 Better = Literal["lower", "higher"] | None
 KINDS = frozenset({"workload", "turns"})
+WORKLOAD = frozenset({"workload"})
+TURNS = frozenset({"turns"})
 MiB = 1024 * 1024
 
 
@@ -41,6 +43,8 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "turns/s": _num,
     "per turn": _num,
     "cores": _num,
+    "µs": _num,
+    "queries/s": _num,
     "fraction": lambda x: f"{100 * x:.1f}%",
     "bytes": lambda x: f"{x / MiB:.2f} MiB",
     "count": lambda x: f"{x:.0f}",
@@ -98,14 +102,62 @@ def _latency(op: str, point: str, kinds: frozenset[str]) -> Metric:
 
 
 def _latencies() -> Iterator[Metric]:
-    """Latency rows: the workload table's ops by every percentile, the turn table's by p50 and p99."""
-    ops = {"workload": ("append", "read", "read.hit", "read.miss"), "turns": ("turn", "append", "read", "read.hit")}
-    points = {"workload": (*(f"p{p:g}" for p in PERCENTILES), "max"), "turns": ("p50", "p99")}
+    """Latency rows: the workload table's ops by every percentile (its turn, the sum of a turn's
+    store calls, by p50 and p99), the turn table's by p50 and p99."""
+    every = (*(f"p{p:g}" for p in PERCENTILES), "max")
+    points: dict[str, dict[str, tuple[str, ...]]] = {
+        "workload": {"append": every, "read": every, "read.hit": every, "read.miss": every, "turn": ("p50", "p99")},
+        "turns": {"turn": ("p50", "p99"), "append": ("p50", "p99"), "read": ("p50", "p99"), "read.hit": ("p50", "p99")},
+    }
     for op in ("turn", "append", "read", "read.hit", "read.miss"):
-        for point in points["workload"]:
-            kinds = frozenset(k for k in KINDS if op in ops[k] and point in points[k])
+        for point in every:
+            kinds = frozenset(k for k in KINDS if point in points[k].get(op, ()))
             if kinds:
                 yield _latency(op, point, kinds)
+
+
+def _predicted(op: str) -> Callable[[RunRecord], float | None]:
+    def value(r: RunRecord) -> float | None:
+        p = r.projections.get(op)
+        return p.predicted_ms if p is not None else None
+
+    return value
+
+
+def _measured_over_predicted(op: str) -> Callable[[RunRecord], float | None]:
+    def value(r: RunRecord) -> float | None:
+        p, measured = r.projections.get(op), r.latency_ms(op, "p50")
+        return measured / p.predicted_ms if p is not None and measured is not None and p.predicted_ms else None
+
+    return value
+
+
+def _projections() -> Iterator[Metric]:
+    """Beside each measured p50 across a network: the local p50 projected onto it, and measured ÷ that."""
+    for op in ("turn", "append", "read"):
+        kinds = TURNS | WORKLOAD
+        yield Metric(f"{op}.p50.predicted", f"{op} p50 predicted (ms)", "ms", "lower", _predicted(op), kinds=kinds)
+        yield Metric(
+            f"{op}.p50.vs_predicted",
+            f"{op} p50 measured ÷ predicted",
+            "×",
+            None,
+            _measured_over_predicted(op),
+            kinds=kinds,
+            ratio=False,
+        )
+
+
+def _rtt(get: Callable[[RunRecord], float]) -> Callable[[RunRecord], float | None]:
+    def value(r: RunRecord) -> float | None:
+        return None if r.network.local else get(r)
+
+    return value
+
+
+def _relay_late_p99(r: RunRecord) -> float | None:
+    values = [v for f in r.relays.values() if (v := f.late_percentile_us(99)) is not None]
+    return max(values) if values else None
 
 
 def _overhead(op: str) -> Callable[[RunRecord], float | None]:
@@ -123,9 +175,6 @@ def _server(get: Callable[[RunRecord], float | int | None]) -> Callable[[RunReco
 
     return value
 
-
-WORKLOAD = frozenset({"workload"})
-TURNS = frozenset({"turns"})
 
 #: Every metric, in table order.
 REGISTRY: tuple[Metric, ...] = (
@@ -152,6 +201,7 @@ REGISTRY: tuple[Metric, ...] = (
     ),
     Metric("throughput", "throughput (ops/s)", "ops/s", "higher", lambda r: r.ops_per_s, modes=frozenset({"closed"})),
     *_latencies(),
+    *_projections(),
     Metric("overhead.append", "append p50 ÷ its floor", "×", "lower", _overhead("append"), ratio=False),
     Metric("overhead.read", "read p50 ÷ its floor", "×", "lower", _overhead("read"), ratio=False),
     Metric("overhead.turn", "turn p50 ÷ its floor", "×", "lower", _overhead("turn"), kinds=TURNS, ratio=False),
@@ -164,6 +214,26 @@ REGISTRY: tuple[Metric, ...] = (
         "lower",
         lambda r: r.servers.redis_round_trips_per_turn,
     ),
+    Metric("pg_queries_per_s", "PG queries/s", "queries/s", "lower", lambda r: r.pg_queries_per_s),
+    Metric("pg_rtt", "PG RTT added (ms)", "ms", None, _rtt(lambda r: r.network.pg_rtt_ms), ratio=False),
+    Metric("redis_rtt", "Redis RTT added (ms)", "ms", None, _rtt(lambda r: r.network.redis_rtt_ms), ratio=False),
+    Metric(
+        "relay_cpu_per_request",
+        "relay CPU/request (µs)",
+        "µs",
+        "lower",
+        lambda r: r.relay_cpu_per_request_us,
+        ratio=False,
+    ),
+    Metric(
+        "relay_cpu",
+        "relay CPU (cores)",
+        "cores",
+        None,
+        lambda r: sum(f.cpu_cores for f in r.relays.values()) if r.relays else None,
+        ratio=False,
+    ),
+    Metric("relay_late_p99", "relay late p99 (µs)", "µs", "lower", _relay_late_p99, ratio=False),
     Metric("redis_key_bytes", "Redis memory (keys)", "bytes", "lower", _server(lambda r: r.servers.redis_key_bytes)),
     Metric("pg_size", "PostgreSQL size", "bytes", "lower", _server(lambda r: r.servers.pg_size_bytes)),
     Metric("errors", "errors", "count", "lower", lambda r: float(r.error_count), ratio=False),

@@ -28,6 +28,7 @@ from typing import Any
 from bench.harness.floors import FLOOR_OF
 from bench.harness.metrics import Metric, by_name, fmt_value, table_metrics
 from bench.harness.results import ResultFile, RunRecord
+from bench.harness.topology import TOPOLOGIES, Network
 
 __all__ = [
     "REPORT_CSS",
@@ -36,8 +37,10 @@ __all__ = [
     "html_table",
     "issue3_checks",
     "register",
+    "render_projection",
     "render_table",
     "svg_chart",
+    "sweep_tables",
     "write_html",
 ]
 
@@ -199,6 +202,24 @@ def _round_trips(records: Sequence[RunRecord]) -> str:
     return "; ".join(bits)
 
 
+def _projection_clause(records: Sequence[RunRecord]) -> str | None:
+    """How far the measured p50s across the network are from their projections."""
+    gaps: list[tuple[float, str]] = []
+    for r in records:
+        for op in ("append", "read"):
+            p, measured = r.projections.get(op), r.latency_ms(op, "p50")
+            if p is not None and measured is not None and p.predicted_ms:
+                gaps.append((measured / p.predicted_ms, f"{title(r)} {op}"))
+    if not gaps:
+        return None
+    low, high = min(gaps), max(gaps)
+    worst = max(gaps, key=lambda g: abs(g[0] - 1))
+    return (
+        f"Against the projection from the local runs (local p50 + round trips × RTT), append and read p50s "
+        f"measured {low[0]:.2f}× to {high[0]:.2f}× of predicted; the furthest: {worst[1]} at {worst[0]:.2f}×."
+    )
+
+
 def conclusion(result: ResultFile, records: Sequence[RunRecord]) -> str:
     """What the table concludes, in one paragraph computed from its figures."""
     judged = [r for r in records if r.valid and r.kind in ("store", "seed")]
@@ -224,9 +245,17 @@ def conclusion(result: ResultFile, records: Sequence[RunRecord]) -> str:
     invalid = [title(r) for r in records if not r.valid]
     if invalid:
         sentences.append(f"Not judged, the run was INVALID: {', '.join(invalid)}.")
+    if projected := _projection_clause(records):
+        sentences.append(projected)
     where = result.where
     caveat = f"Caveat: servers on {where}"
-    if where.startswith("loopback"):
+    if any(not r.network.local for r in records):
+        caveat = (
+            "Caveat: the servers ran on loopback and each added round-trip time is a latency relay's delay "
+            "(a process of its own on this machine, its CPU and punctuality in the table), not a real network: "
+            "no packet loss, no bandwidth limit, no congestion"
+        )
+    elif where.startswith("loopback"):
         caveat += "; a network adds its latency to every round trip, so across one the configurations making more"
         caveat += " round trips lose more"
         if trips := _round_trips(judged):
@@ -251,6 +280,25 @@ def _describe(result: ResultFile) -> list[str]:
         f"synchronous_commit={pg.get('synchronous_commit')}) · {rd.get('server_name')} {rd.get('version')} · "
         f"{result.where}"
     )
+    net = result.network
+    if net:
+        name = net.get("topology")
+        base = Network.from_json(net)
+        line = f"network: {base.label()}" + (f" (topology {name})" if name else "")
+        line += (
+            "; each configuration's own @ options override it"
+            if any(r.network != base and r.role != "local" and r.point is None for r in result.configs)
+            else ""
+        )
+        lines.append(line)
+        if name in TOPOLOGIES:
+            lines.append(f"  {name}: {TOPOLOGIES[name].summary}. {TOPOLOGIES[name].basis}")
+    relays = [f for r in result.configs for f in r.relays.values()]
+    if relays:
+        lines.append(
+            "latency relays: one process per server, each chunk delayed half the RTT from its arrival; "
+            f"{len(relays)} relay runs, CPU per request {_span([f.cpu_per_request_us for f in relays])} µs"
+        )
     if result.kind == "turns" and result.turns is not None:
         t = result.turns
         lines.append(
@@ -266,6 +314,14 @@ def _describe(result: ResultFile) -> list[str]:
             + (f" · trace {result.trace}" if result.trace else "")
         )
     return lines
+
+
+def _span(values: Sequence[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "—"
+    lo, hi = min(got), max(got)
+    return f"{lo:.0f}" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}"
 
 
 def _reference_title(result: ResultFile, reference: str) -> str:
@@ -304,8 +360,144 @@ def render_table(result: ResultFile, *, reference: str | None = None) -> str:
         ]
         parts += ["", "targets (measured ratio, pass/miss):"]
         parts += [f"  {label:<58} {verdict}" for label, verdict in issue3_checks(result)]
+    if result.sweep:
+        for heading, header, body in sweep_tables(result):
+            parts += ["", heading, _text_table(header, body)]
+        if crossing := crossover(result):
+            parts += ["", _wrap(crossing)]
     parts += result.notes
     return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+#: What a sweep draws and tabulates against the swept value.
+SWEEP_METRICS: tuple[tuple[str, str, str | None], ...] = (
+    ("read.p50", "read p50 (ms)", "read"),
+    ("turn.p50", "turn p50 (ms)", "turn"),
+    ("pg_queries_per_s", "PostgreSQL queries per second", None),
+)
+
+
+def _axis_label(axis: str) -> str:
+    return {"pg_rtt": "PG RTT added (ms)", "redis_rtt": "Redis RTT added (ms)", "history": "history (messages)"}.get(
+        axis, axis
+    )
+
+
+def sweep_points(result: ResultFile) -> tuple[str, list[float], dict[str, dict[float, RunRecord]]]:
+    """(axis, values, name -> value -> record) of a sweep; RTT sweeps of turns runs use the first history."""
+    sweep = result.sweep or {}
+    axis = str(sweep.get("axis") or "")
+    values = [float(v) for v in sweep.get("values") or []]
+    first_history = result.turns.histories[0] if result.turns and result.turns.histories else None
+    by: dict[str, dict[float, RunRecord]] = {}
+    for r in result.configs:
+        if r.role != "measured":
+            continue
+        if axis == "history":
+            x = float(r.history) if r.history is not None else None
+        else:
+            x = r.point if (result.kind != "turns" or r.history == first_history) else None
+        if x is not None:
+            by.setdefault(r.name, {})[x] = r
+    return axis, values, by
+
+
+def sweep_tables(result: ResultFile) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The sweep as tables: per figure, one row per swept value, one column per configuration.
+
+    A cell is the measured value, and for a latency across a network its projection from the
+    local run in brackets.
+    """
+    axis, values, by = sweep_points(result)
+    names = list(by)
+    out: list[tuple[str, list[str], list[list[str]]]] = []
+    for name, label, op in SWEEP_METRICS:
+        metric = by_name(name)
+        body: list[list[str]] = []
+        for x in values:
+            row = [f"{x:g}"]
+            for n in names:
+                r = by[n].get(x)
+                v = metric.value(r) if r is not None else None
+                cell = metric.fmt(v) if v is not None else "—"
+                p = r.projections.get(op) if r is not None and op else None
+                if p is not None and v is not None:
+                    cell += f" ({p.predicted_ms:.3g})"
+                row.append(cell)
+            body.append(row)
+        if any(c != "—" for row in body for c in row[1:]):
+            note = " — measured (predicted from the local run)" if op and axis != "history" else ""
+            out.append((f"sweep: {label} by {_axis_label(axis)}{note}", [_axis_label(axis), *names], body))
+    return out
+
+
+def crossover(result: ResultFile, a: str = "hybrid", b: str = "postgres") -> str | None:
+    """Where ``a``'s read and turn p50 get below ``b``'s along the sweep, in one sentence."""
+    axis, values, by = sweep_points(result)
+    if a not in by or b not in by:
+        return None
+    clauses = []
+    for name, label, _ in SWEEP_METRICS[:2]:
+        metric = by_name(name)
+        pairs: list[tuple[float, float, float]] = []
+        for x in values:
+            if x in by[a] and x in by[b]:
+                va, vb = metric.value(by[a][x]), metric.value(by[b][x])
+                if va is not None and vb is not None:
+                    pairs.append((x, va, vb))
+        if not pairs:
+            continue
+        what = label.replace(" (ms)", "")
+        unit = "ms" if axis != "history" else "messages"
+        below = [x for x, va, vb in pairs if va < vb]
+        last_x, last_a, last_b = pairs[-1]
+        if not below:
+            clauses.append(f"{a}'s {what} stays above {b}'s at every {_axis_label(axis)} measured")
+        elif len(below) == len(pairs):
+            clauses.append(f"{a}'s {what} is below {b}'s at every point, {last_a / last_b:.2f}× at {last_x:g} {unit}")
+        else:
+            first = next(x for x, va, vb in pairs if va < vb and all(p[1] < p[2] for p in pairs if p[0] >= x))
+            clauses.append(
+                f"{a}'s {what} drops below {b}'s from {first:g} {unit} on ({last_a / last_b:.2f}× at {last_x:g} {unit})"
+            )
+    if not clauses:
+        return None
+    return "Crossover (" + _axis_label(axis) + "): " + "; ".join(clauses) + "."
+
+
+# ----------------------------------------------------------------------------- projection to other RTTs
+
+
+def render_projection(result: ResultFile, network: Network) -> str:
+    """Every local record's p50s projected onto ``network`` (``sessionbench report --project``)."""
+    rows = result.project_to(network)
+    header = ["configuration", "op", "local p50 (ms)", "PG + Redis round trips", f"predicted at {network.label()}"]
+    body = []
+    for record, projections in rows:
+        for op in ("append", "read", "turn"):
+            p = projections.get(op)
+            if p is None:
+                continue
+            trips = f"{p.pg_trips:g} + {p.redis_trips:g}" if p.exact else f"{p.pg_trips:.2f} + {p.redis_trips:.2f}"
+            body.append([title(record), op, f"{p.local_p50_ms:.3f}", trips, f"{p.predicted_ms:.3f}"])
+    if not body:
+        return "no local run with counted round trips in this result (it was written before round trips per operation)"
+    lines = [
+        f"projection of the local runs onto {network.label()}: predicted p50 = local p50 + PG round trips × PG RTT"
+        " + Redis round trips × Redis RTT (the round trips most operations made)",
+        _text_table(header, body),
+    ]
+    return "\n".join(lines)
+
+
+def _projection_network(text: str) -> Network:
+    options = dict(item.partition("=")[::2] for item in text.split(",") if item.strip())
+    for key in options:
+        if key not in ("pg_rtt", "redis_rtt", "rtt", "jitter"):
+            raise ValueError(f"--project {text!r}: use pg_rtt=..., redis_rtt=... (e.g. pg_rtt=5ms,redis_rtt=0.5ms)")
+    return Network().with_options(options)
 
 
 # ----------------------------------------------------------------------------- issue 3
@@ -416,6 +608,8 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
 
     plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 96, "font.size": 9})
     out: list[tuple[str, str]] = []
+    if result.sweep and (picture := sweep_chart(result)) is not None:
+        out.append(picture)
     groups = result.groups()
     turns = result.kind == "turns"
     ops = ("turn", "read") if turns else ("append", "read")
@@ -438,6 +632,12 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
         out.append((f"Latency percentiles {heading}".strip(), svg_chart(fig)))
         plt.close(fig)
 
+    # Over time: the measured runs (not the local runs behind the projections); of a sweep, its last point.
+    timeline = [r for r in result.configs if r.role == "measured"]
+    timeline_note = ""
+    if result.sweep and groups:
+        heading, timeline = groups[-1]
+        timeline_note = f" ({heading})" if heading else ""
     fig, ax = plt.subplots(figsize=(11, 3.2))
     if turns:
         names = list(dict.fromkeys(r.name for r in result.configs))
@@ -449,9 +649,9 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
         ax.set_ylabel("turns/s")
         ax.set_title("throughput (closed loop, whole turns)")
         plot_title = "Throughput"
-    elif same_throughput(result.configs):
+    elif same_throughput(timeline):
         # Every line would be the offered rate: draw what differs instead, the tail per second.
-        for r in result.configs:
+        for r in timeline:
             pts = [(s.t, s.p99_ms["read"]) for s in r.series if "read" in s.p99_ms]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=title(r))
         ax.set_yscale("log")
@@ -460,7 +660,7 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
         ax.set_title("read p99 per interval (throughput is not drawn: every column completed the offered load)")
         plot_title = "Read tail latency over time"
     else:
-        for r in result.configs:
+        for r in timeline:
             ax.plot([s.t for s in r.series], [s.completed for s in r.series], label=title(r))
         ax.set_xlabel("replay time (s)")
         ax.set_ylabel("completed operations per second")
@@ -468,12 +668,12 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
         plot_title = "Throughput"
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
-    out.append((plot_title, svg_chart(fig)))
+    out.append((plot_title + timeline_note, svg_chart(fig)))
     plt.close(fig)
 
-    if not turns and any(r.cache for r in result.configs):
+    if not turns and any(r.cache for r in timeline):
         fig, ax = plt.subplots(figsize=(11, 3.2))
-        for r in result.configs:
+        for r in timeline:
             if not r.cache:
                 continue
             pts = [(s.t, s.cache.get("hit", 0) / sum(s.cache.values())) for s in r.series if s.cache]
@@ -484,8 +684,61 @@ def _plots(result: ResultFile) -> list[tuple[str, str]]:
         ax.set_title("cache hit ratio over time (per interval)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-        out.append(("Cache hit ratio over time", svg_chart(fig)))
+        out.append(("Cache hit ratio over time" + timeline_note, svg_chart(fig)))
         plt.close(fig)
+    return out
+
+
+def sweep_chart(result: ResultFile, save_to: Path | None = None) -> tuple[str, str] | None:
+    """The crossover picture: read p50, turn p50 and PostgreSQL queries/s per configuration against the
+    swept value; across a network, the projection from the local run dashed beside each measured line.
+
+    ``save_to``: also write the figure there (SVG or PNG by the file's suffix).
+    """
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis, values, by = sweep_points(result)
+    if not by or len(values) < 2:
+        return None
+    fig, axes = plt.subplots(1, len(SWEEP_METRICS), figsize=(12, 3.8), squeeze=False)
+    for ax, (name, label, op) in zip(axes[0], SWEEP_METRICS, strict=True):
+        metric = by_name(name)
+        for points in by.values():
+            xs = [x for x in values if x in points and metric.value(points[x]) is not None]
+            if not xs:
+                continue
+            line = ax.plot(xs, [metric.value(points[x]) for x in xs], marker="o", label=title(points[xs[0]]))[0]
+            predicted = [(x, p.predicted_ms) for x in xs if op and (p := points[x].projections.get(op)) is not None]
+            if predicted:
+                ax.plot(*zip(*predicted, strict=True), linestyle="--", color=line.get_color(), alpha=0.6)
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+        if axis == "history":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(plain)
+        if name != "pg_queries_per_s":
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(_axis_label(axis))
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    suffix = " (dashed: projected from the local run)" if axis != "history" else ""
+    if save_to is not None:
+        base = Network.from_json(result.network).label() if result.network else "loopback"
+        swept = {"pg_rtt": "PG RTT", "redis_rtt": "Redis RTT"}.get(axis, "\0")
+        base = " · ".join(part for part in base.split(" · ") if not part.startswith(swept)) or "loopback"
+        topo = (result.network or {}).get("topology")
+        fig.suptitle(f"{_axis_label(axis)} swept · {f'topology {topo}: ' if topo else ''}{base}{suffix}", fontsize=9)
+        fig.savefig(save_to, bbox_inches="tight")
+    out = (f"Sweep: the crossover picture{suffix}", svg_chart(fig))
+    plt.close(fig)
     return out
 
 
@@ -516,6 +769,9 @@ _HOW_TO_READ = [
     "load; a column marked INVALID did not keep the schedule and is not judged.",
     "Round trips per turn are counted in the client (a pipeline or a Lua script is one). The servers' topology "
     "is under the title: on loopback a round trip is cheap, across a network it costs more.",
+    "Across a network (added RTTs): 'predicted' is the same configuration's local p50 plus its round trips times "
+    "the RTTs; 'measured ÷ predicted' near 1.00× means the network cost exactly its round trips. The relay rows "
+    "say what the latency relays cost and how punctual they were.",
 ]
 
 
@@ -544,6 +800,11 @@ def write_html(result: ResultFile, path: Path, *, reference: str | None = None) 
             parts.append(f"<p class='conclusion'>{e(table.conclusion)}</p>")
     if result.kind == "turns":
         parts.append("<h2>Targets</h2>" + html_table(["target", "measured"], [list(x) for x in issue3_checks(result)]))
+    if result.sweep:
+        for heading, header, body in sweep_tables(result):
+            parts.append(f"<h2>{e(heading)}</h2>" + html_table(header, body))
+        if crossing := crossover(result):
+            parts.append(f"<p class='conclusion'>{e(crossing)}</p>")
     parts += [f"<p>{e(note)}</p>" for note in result.notes]
     for heading, svg in _plots(result):
         parts.append(f"<h2>{e(heading)}</h2>{svg}")
@@ -571,6 +832,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.reference and args.reference not in names:
         raise ValueError(f"--reference {args.reference!r} is not a configuration of {path}: {', '.join(names)}")
     print(render_table(result, reference=args.reference))
+    if args.project:
+        print("\n" + render_projection(result, _projection_network(args.project)))
+    if args.plot:
+        if not result.sweep:
+            raise ValueError(f"--plot: {path} is not a sweep (run compare --sweep ...)")
+        if Path(args.plot).suffix.lower() not in (".svg", ".png"):
+            raise ValueError(f"--plot {args.plot!r}: give a .svg or .png file")
+        if sweep_chart(result, save_to=Path(args.plot)) is None:
+            raise ValueError(f"--plot: {path} has fewer than two sweep points")
+        print(f"\nwrote {args.plot}")
     if args.html:
         print(f"\nwrote {write_html(result, Path(args.html), reference=args.reference)}")
     return 0
@@ -581,4 +852,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("result", metavar="RESULT.json", help="a result.json written by sessionbench compare")
     p.add_argument("--reference", metavar="NAME", help="column for the ratios (default: the one the run used)")
     p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report here")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="a sweep's crossover picture (read p50, turn p50, PG queries/s against the swept value) as .svg or .png",
+    )
+    p.add_argument(
+        "--project",
+        metavar="RTTS",
+        help="also project every local run onto other round-trip times, e.g. pg_rtt=5ms,redis_rtt=0.5ms: "
+        "predicted p50 = local p50 + PG round trips x PG RTT + Redis round trips x Redis RTT",
+    )
     p.set_defaults(func=cmd_report)

@@ -15,14 +15,21 @@ Round trips per turn are counted client-side while the run lasts, by wrapping th
 drivers' request methods: redis-py's ``send_packed_command`` (asyncio and sync clients;
 one per request written to a socket, so a pipeline is one) and asyncpg's statement
 execution (one per statement; a ``BEGIN`` or a pool's reset query on release counts
-too; the one-off prepare of a statement on a new connection does not).  Server
-counters cannot do this: Redis counts a script's inner calls, and PostgreSQL flushes
-per-backend statistics only every second or so.
+too; the one-off prepare of a statement on a new connection does not, it is counted
+apart as ``pg_prepares``).  Server counters cannot do this: Redis counts a script's
+inner calls, and PostgreSQL flushes per-backend statistics only every second or so.
+
+Per operation, :class:`CountingTarget` also records the round trips each one made on the
+wire (statements *and* prepares: with ``statement_cache_size=0``, behind PgBouncer, every
+statement is prepared again, one more round trip) as ``"pg+redis"`` signatures per kind
+of operation (:class:`RoundTrips`); :mod:`bench.harness.topology` projects a run onto a
+network from them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -30,11 +37,13 @@ import platform
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,16 +52,20 @@ import redis.asyncio as aioredis
 from hdrh.histogram import HdrHistogram
 
 from bench.harness.floors import FLOOR_OF
-from bench.harness.runner import Interval, RunResult
+from bench.harness.relay import RelayFigures
+from bench.harness.runner import Interval, RunResult, Target, new_histogram
+from bench.harness.topology import Network, Projection, project
 
 __all__ = [
     "FORMAT",
     "FORMATS",
     "PERCENTILES",
+    "CountingTarget",
     "DriverCallCounter",
     "GeneratorFigures",
     "Overhead",
     "ResultFile",
+    "RoundTrips",
     "RunRecord",
     "ServerFigures",
     "Snapshot",
@@ -74,6 +87,8 @@ FORMAT = "sessionbench-result v2"
 #: Formats this version reads (v1 files get their overhead ratios derived on load).
 FORMATS: tuple[str, ...] = (FORMAT_V1, FORMAT)
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
+#: Operations a run across a network is projected for (:meth:`ResultFile.attach_projections`).
+PROJECTED_OPS: tuple[str, ...] = ("append", "read", "read.hit", "read.miss", "turn")
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -201,16 +216,33 @@ async def server_config(database_url: str, redis_url: str) -> dict[str, Any]:
     return {"postgres": pg, "redis": rd}
 
 
+class _OpTrips:
+    """The round trips of the one operation running in this context (see :class:`CountingTarget`)."""
+
+    __slots__ = ("pg", "redis")
+
+    def __init__(self) -> None:
+        self.pg = 0
+        self.redis = 0
+
+
+_CURRENT_OP: contextvars.ContextVar[_OpTrips | None] = contextvars.ContextVar("sessionbench_op", default=None)
+
+
 class DriverCallCounter:
     """Counts requests the Redis and PostgreSQL drivers send while active (see the module docstring).
 
     Patches classes of redis-py and asyncpg for the duration of the ``with`` block and
-    restores them after; only one counter may be active at a time.
+    restores them after; only one counter may be active at a time.  ``postgres`` counts
+    statements, ``postgres_prepares`` the statements asyncpg prepared first (one more round
+    trip each: once per connection with its statement cache, every time without).  While a
+    :class:`CountingTarget` operation runs, each request is also added to that operation.
     """
 
     def __init__(self) -> None:
         self.redis = 0
         self.postgres = 0
+        self.postgres_prepares = 0
         self._saved: list[tuple[type, str, Any]] = []
 
     def __enter__(self) -> DriverCallCounter:
@@ -227,27 +259,49 @@ class DriverCallCounter:
         pg_execute = pg_cls.execute  # type: ignore[attr-defined]
         pg_statement = pg_cls._Connection__execute  # type: ignore[attr-defined]
         pg_many = pg_cls._executemany  # type: ignore[attr-defined]
+        pg_get_statement = pg_cls._get_statement  # type: ignore[attr-defined]
+        current = _CURRENT_OP.get
+
+        def redis_request() -> None:
+            counter.redis += 1
+            if (op := current()) is not None:
+                op.redis += 1
+
+        def pg_request() -> None:
+            counter.postgres += 1
+            if (op := current()) is not None:
+                op.pg += 1
 
         async def counted_async_send(self: Any, command: Any, check_health: bool = True) -> None:
-            counter.redis += 1
+            redis_request()
             await async_send(self, command, check_health)
 
         def counted_sync_send(self: Any, command: Any, check_health: bool = True) -> None:
-            counter.redis += 1
+            redis_request()
             sync_send(self, command, check_health)
 
         async def counted_execute(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
             if not args:  # the simple-query path; with arguments it goes through __execute
-                counter.postgres += 1
+                pg_request()
             return await pg_execute(self, query, *args, **kwargs)
 
         async def counted_statement(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counter.postgres += 1
+            pg_request()
             return await pg_statement(self, *args, **kwargs)
 
         async def counted_many(self: Any, *args: Any, **kwargs: Any) -> Any:
-            counter.postgres += 1
+            pg_request()
             return await pg_many(self, *args, **kwargs)
+
+        async def counted_get_statement(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            # asyncpg's cache key (asyncpg 0.30-0.32); a key it no longer uses counts every call as a prepare
+            record_class = kwargs.get("record_class") or self._protocol.get_record_class()
+            key = (query, record_class, kwargs.get("ignore_custom_codec", False))
+            if not kwargs.get("use_cache", True) or self._stmt_cache.get(key) is None:
+                counter.postgres_prepares += 1
+                if (op := current()) is not None:
+                    op.pg += 1
+            return await pg_get_statement(self, query, *args, **kwargs)
 
         patches = [
             (async_cls, "send_packed_command", counted_async_send),
@@ -255,6 +309,7 @@ class DriverCallCounter:
             (pg_cls, "execute", counted_execute),
             (pg_cls, "_Connection__execute", counted_statement),
             (pg_cls, "_executemany", counted_many),
+            (pg_cls, "_get_statement", counted_get_statement),
         ]
         for cls, name, replacement in patches:
             self._saved.append((cls, name, cls.__dict__[name]))
@@ -265,6 +320,117 @@ class DriverCallCounter:
         for cls, name, original in reversed(self._saved):
             setattr(cls, name, original)
         self._saved = []
+
+
+def signature(pg: int, redis: int) -> str:
+    """The key of an operation's round trips: ``"1+2"`` is 1 PostgreSQL and 2 Redis round trips."""
+    return f"{pg}+{redis}"
+
+
+class RoundTrips:
+    """Per kind of operation, how many operations made each number of round trips.
+
+    Kinds: ``append``, ``read``, ``read.<cache result>`` (``read.hit``, ``read.miss``, ...)
+    and ``turn`` (a user message's append through the assistant's append, for one
+    session, everything in between included).  In runs without a turn of their own
+    (the open and closed workload models) the turn's latency is also recorded here: the
+    sum of its operations' service times (``turn_histogram``).
+    """
+
+    def __init__(self) -> None:
+        self.signatures: dict[str, Counter[str]] = {}
+        self.service: dict[str, HdrHistogram] = {}
+        """Per kind: service times (call to return, nanoseconds), as this wrapper saw them."""
+        self.turn_histogram = self._service("turn")
+        self._turns: dict[str, list[int]] = {}  # session -> [service ns, pg, redis]
+
+    def _service(self, kind: str) -> HdrHistogram:
+        hist = self.service.get(kind)
+        if hist is None:
+            hist = self.service[kind] = new_histogram()
+        return hist
+
+    def add(self, kind: str, pg: int, redis: int, ns: int | None = None) -> None:
+        counts = self.signatures.get(kind)
+        if counts is None:
+            counts = self.signatures[kind] = Counter()
+        counts[signature(pg, redis)] += 1
+        if ns is not None:
+            self._service(kind).record_value(max(1, min(ns, 60_000_000_000)))
+
+    def service_p50_ms(self, kind: str) -> float | None:
+        hist = self.service.get(kind)
+        if hist is None or not hist.get_total_count():
+            return None
+        return float(hist.get_value_at_percentile(50)) / 1e6
+
+    def operation(self, session: str, kind: str, op: _OpTrips, ns: int, roles: str = "") -> None:
+        """One operation of ``session`` completed."""
+        self.add(kind.partition(".")[0], op.pg, op.redis, ns)
+        if "." in kind:
+            self.add(kind, op.pg, op.redis, ns)
+        if roles[:1] == "u":
+            self._turns[session] = [0, 0, 0]
+        turn = self._turns.get(session)
+        if turn is None:
+            return
+        turn[0] += ns
+        turn[1] += op.pg
+        turn[2] += op.redis
+        if "a" in roles:
+            del self._turns[session]
+            self.add("turn", turn[1], turn[2], turn[0])
+
+    def failed(self, session: str) -> None:
+        """An operation of ``session`` failed: its turn is not counted."""
+        self._turns.pop(session, None)
+
+    def to_json(self) -> dict[str, dict[str, int]]:
+        return {k: dict(sorted(v.items())) for k, v in sorted(self.signatures.items())}
+
+
+class CountingTarget:
+    """A :class:`~bench.harness.runner.Target` that attributes driver requests to each operation.
+
+    Around every ``append`` and ``read`` it opens a per-operation tally that the active
+    :class:`DriverCallCounter` adds to, and times the call (service time, from the call to
+    its return); at the end it hands both to a :class:`RoundTrips`.
+    """
+
+    def __init__(self, target: Target, trips: RoundTrips) -> None:
+        self.target = target
+        self.trips = trips
+        self.name = target.name
+
+    async def append(self, session: str, roles: str, sizes: Sequence[int]) -> None:
+        op = _OpTrips()
+        token = _CURRENT_OP.set(op)
+        t0 = perf_counter_ns()
+        try:
+            await self.target.append(session, roles, sizes)
+        except BaseException:
+            self.trips.failed(session)
+            raise
+        finally:
+            _CURRENT_OP.reset(token)
+        self.trips.operation(session, "append", op, perf_counter_ns() - t0, roles)
+
+    async def read(self, session: str, limit: int, before: int | None) -> str | None:
+        op = _OpTrips()
+        token = _CURRENT_OP.set(op)
+        t0 = perf_counter_ns()
+        try:
+            cache = await self.target.read(session, limit, before)
+        except BaseException:
+            self.trips.failed(session)
+            raise
+        finally:
+            _CURRENT_OP.reset(token)
+        self.trips.operation(session, f"read.{cache}" if cache else "read", op, perf_counter_ns() - t0)
+        return cache
+
+    async def close(self) -> None:
+        await self.target.close()
 
 
 # ----------------------------------------------------------------------------- environment
@@ -353,6 +519,8 @@ class ServerFigures:
     pg_calls: int | None = None
     redis_calls: int | None = None
     turns_counted: int | None = None
+    pg_prepares: int | None = None
+    """Statements asyncpg prepared before running them (one more round trip each)."""
     """Turns the calls are divided by (the whole run, warm-up included)."""
 
     @property
@@ -375,6 +543,7 @@ class ServerFigures:
             out.redis_key_bytes = after.redis_key_bytes
         if calls is not None:
             out.pg_calls, out.redis_calls, out.turns_counted = calls.postgres, calls.redis, turns
+            out.pg_prepares = calls.postgres_prepares
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -391,6 +560,7 @@ class ServerFigures:
                 pg_calls=self.pg_calls,
                 redis_calls=self.redis_calls,
                 turns_counted=self.turns_counted,
+                pg_prepares=self.pg_prepares,
                 pg_round_trips_per_turn=self.pg_round_trips_per_turn,  # derived; for readers of the JSON
                 redis_round_trips_per_turn=self.redis_round_trips_per_turn,
             )
@@ -407,6 +577,7 @@ class ServerFigures:
             pg_calls=_opt_int(d.get("pg_calls")),
             redis_calls=_opt_int(d.get("redis_calls")),
             turns_counted=_opt_int(d.get("turns_counted")),
+            pg_prepares=_opt_int(d.get("pg_prepares")),
         )
 
 
@@ -518,6 +689,19 @@ class RunRecord:
     schedule_s: float | None = None
     overhead: dict[str, Overhead] = field(default_factory=dict)
     """Per operation: against the floor of its round trips (see :func:`attach_overheads`)."""
+    network: Network = field(default_factory=Network)
+    """What the configuration ran through: added round-trip times, jitter, a pooler."""
+    role: str = "measured"
+    """``measured``, or ``local``: the same configuration with nothing added, run so that the
+    measured columns can be set beside their projection."""
+    point: float | None = None
+    """``--sweep pg_rtt=...`` / ``redis_rtt=...``: the swept value (milliseconds) of this run."""
+    round_trips: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per kind of operation: ``"pg+redis"`` round trips -> how many operations made them."""
+    relays: dict[str, RelayFigures] = field(default_factory=dict)
+    """``postgres`` / ``redis``: what the latency relay in front of that server did during the run."""
+    projections: dict[str, Projection] = field(default_factory=dict)
+    """Per operation: the local run's p50 projected onto :attr:`network` (see :meth:`ResultFile.attach_projections`)."""
     _decoded: dict[str, HdrHistogram] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -532,19 +716,31 @@ class RunRecord:
         after: Snapshot | None = None,
         calls: DriverCallCounter | None = None,
         history: int | None = None,
+        trips: RoundTrips | None = None,
+        network: Network | None = None,
+        role: str = "measured",
+        point: float | None = None,
+        relays: Mapping[str, RelayFigures] | None = None,
     ) -> RunRecord:
+        histograms = {op: encode_histogram(h) for op, h in sorted(result.histograms.items())}
+        if trips is not None and "turn" not in histograms and trips.turn_histogram.get_total_count():
+            histograms["turn"] = encode_histogram(trips.turn_histogram)  # the open model has no turn of its own
+        invalid = list(result.invalid)
+        for server, figures in (relays or {}).items():
+            if why := figures.saturated():
+                invalid.append(f"the {server} latency relay was {why}")
         return cls(
             name=name,
             kind=kind,
             settings=settings,
             mode=result.mode,
-            invalid=list(result.invalid),
+            invalid=invalid,
             elapsed_s=result.elapsed_s,
             turns=result.turns,
             counts=dict(result.counts),
             errors=dict(result.errors),
             cache=dict(result.cache),
-            histograms={op: encode_histogram(h) for op, h in sorted(result.histograms.items())},
+            histograms=histograms,
             generator=GeneratorFigures.of(result),
             servers=ServerFigures.measured(before, after, calls, result.window_turns),
             series=list(result.series),
@@ -552,6 +748,11 @@ class RunRecord:
             history=history,
             offered_operations=result.offered,
             schedule_s=result.schedule_s,
+            network=network or Network(),
+            role=role,
+            point=point,
+            round_trips=trips.to_json() if trips is not None else {},
+            relays=dict(relays or {}),
         )
 
     # -- derived figures (the one place each is computed)
@@ -580,6 +781,28 @@ class RunRecord:
         if self.offered_operations is None or not self.schedule_s:
             return None
         return self.offered_operations / self.schedule_s
+
+    @property
+    def pg_queries_per_s(self) -> float | None:
+        """PostgreSQL statements per second of the run (per turn × turns per second: warm-up excluded)."""
+        per_turn, tps = self.servers.pg_round_trips_per_turn, self.turns_per_s
+        return per_turn * tps if per_turn is not None and tps is not None else None
+
+    @property
+    def relay_cpu_per_request_us(self) -> float | None:
+        """CPU of every latency relay of the run per client request they forwarded (both ways)."""
+        requests = sum(f.requests for f in self.relays.values())
+        return sum(f.cpu_s for f in self.relays.values()) / requests * 1e6 if requests else None
+
+    def trips(self, op: str) -> tuple[float, float] | None:
+        """Mean (PG, Redis) round trips of one ``op`` (``append``, ``read``, ``read.hit``, ``turn``)."""
+        counts = self.round_trips.get(op)
+        total = sum(counts.values()) if counts else 0
+        if not counts or not total:
+            return None
+        pg = sum(int(k.split("+")[0]) * n for k, n in counts.items()) / total
+        rd = sum(int(k.split("+")[1]) * n for k, n in counts.items()) / total
+        return pg, rd
 
     @property
     def hit_ratio(self) -> float | None:
@@ -647,6 +870,15 @@ class RunRecord:
         }
         if self.history is not None:
             data["history"] = self.history
+        data["network"] = self.network.to_json()
+        data["role"] = self.role
+        if self.point is not None:
+            data["point"] = self.point
+        data["round_trips"] = self.round_trips
+        if self.relays:
+            data["relays"] = {k: v.to_json() for k, v in self.relays.items()}
+        if self.projections:
+            data["projections"] = {k: v.to_json() for k, v in self.projections.items()}
         return data
 
     @classmethod
@@ -671,6 +903,12 @@ class RunRecord:
             offered_operations=_opt_int(d.get("offered_operations")),
             schedule_s=_opt_float(d.get("schedule_s")),
             overhead={str(op): Overhead.from_json(o) for op, o in (d.get("overhead") or {}).items()},
+            network=Network.from_json(d.get("network")),
+            role=str(d.get("role") or "measured"),
+            point=_opt_float(d.get("point")),
+            round_trips={str(k): _counts(v) for k, v in (d.get("round_trips") or {}).items()},
+            relays={str(k): RelayFigures.from_json(v) for k, v in (d.get("relays") or {}).items()},
+            projections={str(k): Projection.from_json(v) for k, v in (d.get("projections") or {}).items()},
         )
 
 
@@ -687,6 +925,8 @@ def attach_overheads(group: Sequence[RunRecord]) -> None:
         if backend is None:
             continue
         for (owner, op), (floor_name, floor_op) in FLOOR_OF.items():
+            if op == "turn" and record.mode != "turns":
+                continue  # the workload models' turn is a sum of service times, not the turn benchmark's
             floor = by_name.get(floor_name)
             mine = record.latency_ms(op, "p50") if owner == backend else None
             theirs = floor.latency_ms(floor_op, "p50") if floor is not None else None
@@ -766,6 +1006,11 @@ class ResultFile:
     ttl_replay_s: float | None = None
     estimated_events_per_s: float | None = None
     turns: TurnSettings | None = None
+    network: dict[str, Any] | None = None
+    """The run's network: ``topology`` (a name or None) and the defaults every configuration
+    started from (``pg_rtt_ms``, ``redis_rtt_ms``, ``jitter``, ``pooler``); None when nothing was added."""
+    sweep: dict[str, Any] | None = None
+    """``--sweep``: ``{"axis": "pg_rtt" | "redis_rtt" | "history", "values": [...]}`` (RTTs in ms)."""
     configs: list[RunRecord] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -784,17 +1029,83 @@ class ResultFile:
         )
 
     def groups(self) -> list[tuple[str, list[RunRecord]]]:
-        """The tables of the run: one, or one per history size for ``turns`` runs."""
-        if self.kind != "turns" or self.turns is None:
-            return [("", self.configs)]
-        return [(f"history {h}", [c for c in self.configs if c.history == h]) for h in self.turns.histories]
+        """The tables of the run, in order: one per history size (``turns`` runs), and within it
+        one per sweep point, the local runs behind the projections in a table of their own."""
+        if self.kind == "turns" and self.turns is not None:
+            histories: list[int | None] = list(self.turns.histories)
+        else:
+            histories = [None]
+        out: list[tuple[str, list[RunRecord]]] = []
+        for h in histories:
+            mine = [c for c in self.configs if h is None or c.history == h]
+            parts: dict[tuple[str, float | None], list[RunRecord]] = {}
+            for c in mine:
+                parts.setdefault((c.role, c.point), []).append(c)
+            if not parts:
+                out.append((f"history {h}", []))
+            for (role, point), records in parts.items():
+                out.append((self._heading(role, point, records, h), records))
+        return out
 
-    def find(self, name: str, history: int | None = None) -> RunRecord | None:
-        return next((c for c in self.configs if c.name == name and c.history == history), None)
+    def _heading(self, role: str, point: float | None, records: Sequence[RunRecord], history: int | None) -> str:
+        parts: list[str] = []
+        networks = {r.network for r in records}
+        if role == "local":
+            parts.append("local: nothing added (what the projections start from)")
+        elif len(networks) == 1 and not (net := next(iter(networks))).local:
+            parts.append(net.label())
+        elif point is not None and self.sweep:
+            axis = {"pg_rtt": "PG RTT", "redis_rtt": "Redis RTT"}.get(str(self.sweep.get("axis")), "")
+            parts.append(f"sweep point: {axis} {point:g} ms".replace("  ", " "))
+        if history is not None:
+            parts.append(f"history {history}")
+        return " · ".join(parts)
+
+    def find(
+        self, name: str, history: int | None = None, *, role: str = "measured", point: float | None = None
+    ) -> RunRecord | None:
+        """The record of ``name`` (at ``history``, sweep ``point``; ``role`` ``local`` for a baseline)."""
+        for c in self.configs:
+            if c.name == name and c.history == history and c.role == role and c.point == point:
+                return c
+        return None
+
+    def local_of(self, record: RunRecord) -> RunRecord | None:
+        """The run of the same configuration with nothing added, that ``record`` is projected from."""
+        local = record.network.zeroed()
+        same = [c for c in self.configs if c is not record and c.name == record.name and c.history == record.history]
+        return next((c for c in sorted(same, key=lambda c: c.role != "local") if c.network == local), None)
 
     def attach_overheads(self) -> None:
         for _, group in self.groups():
             attach_overheads(group)
+
+    def attach_projections(self) -> None:
+        """Fill ``projections`` of every record run across a network from its local run."""
+        for record in self.configs:
+            record.projections = {}
+            base = None if record.network.local else self.local_of(record)
+            if base is None:
+                continue
+            for op in PROJECTED_OPS:
+                p = project(op, base.latency_ms(op, "p50"), base.round_trips.get(op), record.network)
+                if p is not None:
+                    record.projections[op] = p
+
+    def project_to(self, network: Network) -> list[tuple[RunRecord, dict[str, Projection]]]:
+        """Every local record projected onto ``network`` (``sessionbench report --project``)."""
+        out = []
+        for record in self.configs:
+            if not record.network.local:
+                continue
+            target = replace(network, pooler=record.network.pooler)
+            projections = {
+                op: p
+                for op in PROJECTED_OPS
+                if (p := project(op, record.latency_ms(op, "p50"), record.round_trips.get(op), target)) is not None
+            }
+            out.append((record, projections))
+        return out
 
     @property
     def where(self) -> str:
@@ -831,6 +1142,10 @@ class ResultFile:
                 ttl_replay_s=self.ttl_replay_s,
                 estimated_events_per_s=self.estimated_events_per_s,
             )
+        if self.network is not None:
+            data["network"] = self.network
+        if self.sweep is not None:
+            data["sweep"] = self.sweep
         data.update(self.extra)
         data["configs"] = [c.to_json() for c in self.configs]
         return data
@@ -859,6 +1174,8 @@ class ResultFile:
                 ttl_replay_s=_opt_float(data.get("ttl_replay_s")),
                 estimated_events_per_s=_opt_float(data.get("estimated_events_per_s")),
                 turns=TurnSettings.from_json(turns) if isinstance(turns, Mapping) else None,
+                network=dict(data["network"]) if isinstance(data.get("network"), Mapping) else None,
+                sweep=dict(data["sweep"]) if isinstance(data.get("sweep"), Mapping) else None,
                 configs=[RunRecord.from_json(c) for c in data.get("configs") or []],
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
             )

@@ -336,9 +336,15 @@ class SeedNaiveStore:
             await self.pool.close()
 
 
-async def open_seed_baseline(database_url: str, redis_url: str) -> SeedNaiveStore:
-    """Create the seed's schema (prefixed ``seed_``) and return a :class:`SeedNaiveStore`."""
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=20, init=_init_connection)
+async def open_seed_baseline(database_url: str, redis_url: str, *, statement_cache_size: int = 100) -> SeedNaiveStore:
+    """Create the seed's schema (prefixed ``seed_``) and return a :class:`SeedNaiveStore`.
+
+    ``statement_cache_size``: asyncpg's, 0 behind PgBouncer in transaction mode (a deployment
+    setting, not one of the seed's defects).
+    """
+    pool = await asyncpg.create_pool(
+        database_url, min_size=2, max_size=20, init=_init_connection, statement_cache_size=statement_cache_size
+    )
     try:
         async with pool.acquire() as conn, conn.transaction():
             # Several workers may open the baseline at once; concurrent CREATE TABLE IF NOT
