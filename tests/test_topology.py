@@ -177,7 +177,8 @@ def test_network_options_are_checked_before_any_server_starts(
 
 
 def test_projections_agree_with_measurement_within_15_percent_at_pg_rtt_2ms(servers: Servers) -> None:
-    """Every configuration's append and read p50 through a 2 ms PostgreSQL RTT is within 15% of its projection."""
+    """Every configuration's append and read p50 through a 2 ms PostgreSQL RTT is within 15% of its projection
+    (or 0.1 ms, for sub-millisecond figures)."""
     if servers.postgres is None:
         pytest.skip(f"needs the embedded servers' addresses on loopback; mode is {servers.mode}")
     endpoints = compare.Endpoints(servers.database_url, servers.redis_url)
@@ -185,21 +186,29 @@ def test_projections_agree_with_measurement_within_15_percent_at_pg_rtt_2ms(serv
     workload = replace(Workload(seed=11), duration=3.5, new_sessions_per_s=0.08)
     import asyncio
 
+    def agrees(measured_ms: float, predicted_ms: float) -> bool:
+        # 15% of the prediction, or 0.1 ms for sub-millisecond figures (the memory backend's ~0.05 ms
+        # read has no network at all: there 15% is 8 us, less than one event-loop wake-up on a busy VM)
+        return abs(measured_ms - predicted_ms) <= max(0.15 * predicted_ms, 0.1)
+
     misses: list[str] = []
     for name in compare.DEFAULT_CONFIGS:
         if name == "seed" and not compare.seed_available():
             continue
         config = compare.Config.parse(name)
-        ratios: dict[str, list[float]] = {}
+        pairs: dict[str, list[tuple[float, float]]] = {}
         for attempt in range(3):
             seeded = replace(workload, seed=workload.seed + attempt)  # each pair its own schedule and coin
             rows = asyncio.run(compare.projection_check(config, endpoints, network, seeded))
             assert {r.projection.op for r in rows} == {"append", "read"}, name
             for r in rows:
-                ratios.setdefault(r.projection.op, []).append(r.ratio)
-            if all(abs(v[0] - 1) <= 0.15 for v in ratios.values()):
+                pairs.setdefault(r.projection.op, []).append((r.measured_ms, r.projection.predicted_ms))
+            if all(agrees(*v[0]) for v in pairs.values()):
                 break  # the first pair agrees; otherwise three pairs are run and their median judged
-        for op, values in ratios.items():
-            if abs(statistics.median(values) - 1) > 0.15:
-                misses.append(f"{name} {op}: measured/predicted {', '.join(f'{v:.2f}' for v in values)}")
+        for op, values in pairs.items():
+            measured = statistics.median(m for m, _ in values)
+            predicted = statistics.median(p for _, p in values)
+            if not agrees(measured, predicted):
+                shown = ", ".join(f"{m:.3f}/{p:.3f} ms" for m, p in values)
+                misses.append(f"{name} {op}: measured/predicted {shown}")
     assert not misses, misses
