@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bench.harness import report
+from bench.harness import peers, report
 from bench.harness import results as measure
 from bench.harness.floors import FLOORS, open_floor
 from bench.harness.relay import Relay, RelayFigures, RelayStats, render_self_test, self_test, target_of
@@ -78,7 +78,7 @@ from bench.harness.topology import (
     topology,
 )
 from bench.harness.workload import Workload, events_per_second, generate
-from bench.servers import MODES, Servers, open_servers
+from bench.servers import MODES, REDIS_SPEC_HELP, ServerError, Servers, open_servers, parse_redis_spec
 from store import open_store
 from store.accesslog import TraceEvent, read_trace, write_trace
 from store.settings import BACKENDS, Settings
@@ -133,7 +133,7 @@ class Config:
     """
 
     name: str
-    kind: str  # "store" | "seed" | "floor" | "noop"
+    kind: str  # "store" | "seed" | "floor" | "peer" | "noop"
     spec: str = ""
     """``name`` without its network options."""
     network: tuple[tuple[str, str], ...] = ()
@@ -160,13 +160,18 @@ class Config:
             kind = "noop"
         elif spec in FLOORS:
             kind = "floor"
+        elif spec in peers.PEERS:
+            if missing := peers.missing_packages(spec):
+                raise ValueError(f"{spec} needs the peers extra (missing {', '.join(missing)}): {peers.PEER_EXTRA}")
+            kind = "peer"
         elif spec.partition("?")[0] in BACKENDS:
             Settings.from_spec(spec)  # validates the spec now, not mid-run
             kind = "store"
         else:
             raise ValueError(
                 f"unknown configuration {name!r}: use a store spec ({', '.join(BACKENDS)}, e.g. "
-                f"'hybrid?cache_size=20'), 'seed', {', '.join(repr(f) for f in FLOORS)} or 'noop', optionally "
+                f"'hybrid?cache_size=20'), 'seed', {', '.join(repr(f) for f in FLOORS)}, "
+                f"{', '.join(repr(p) for p in peers.PEERS)} or 'noop', optionally "
                 "followed by network options such as '@pg_rtt=2ms,redis_rtt=0.3ms'"
             )
         return cls(name, kind, spec, tuple(options))
@@ -244,6 +249,8 @@ async def open_target(
             spec, database_url, redis_url, window=cache_size, ttl=ttl_replay, statement_cache_size=cache
         )
         return floor, {"floor": spec, **({"statement_cache_size": 0} if pooled else {})}
+    if config.kind == "peer":
+        return await peers.open_peer(spec, database_url, redis_url), peers.describe(spec)
     if config.kind == "seed":
         module = importlib.import_module(SEED_MODULE)
         seed = await module.open_seed_baseline(database_url, redis_url, statement_cache_size=cache)
@@ -464,7 +471,7 @@ async def _measure(
             await prepare(target)
         before = await measure.snapshot(admin_db, rd)
         marks: dict[str, RelayStats] = {name: relay.stats() for name, relay in active.items()}
-        with measure.DriverCallCounter() as calls:
+        with measure.DriverCallCounter() as calls, peers.PsycopgRoundTrips(calls):
             result: RunResult = await run(CountingTarget(target, trips))
         figures = {name: relay.figures(marks[name]) for name, relay in active.items()}
         after = await measure.snapshot(admin_db, rd, key_memory=True)
@@ -765,9 +772,40 @@ def _configs(args: argparse.Namespace) -> tuple[list[Config], list[str]]:
     if any(c.kind == "seed" for c in configs) and not seed_available():
         configs = [c for c in configs if c.kind != "seed"]
         notes.append(f"note: the seed baseline ({SEED_MODULE}) is not installed; skipping 'seed'")
+    if parse_redis_spec(args.redis) is not None:
+        single = [c.name for c in configs if not _cluster_ready(c)]
+        if single and args.configs is not None:
+            raise ValueError(
+                f"{', '.join(single)} use single-server Redis clients and cannot run on --redis {args.redis}"
+            )
+        if single:
+            notes.append(f"note: on a Redis Cluster, skipping {', '.join(single)} (they use single-server clients)")
+        configs = [c for c in configs if _cluster_ready(c)]
     if not configs:
         raise ValueError("no configuration left to run")
     return configs, notes
+
+
+def _redis_topology(text: str) -> str:
+    try:
+        parse_redis_spec(text)
+    except ServerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _cluster_ready(config: Config) -> bool:
+    """Whether a configuration runs on a Redis Cluster: the stores do (they detect it); the seed, the
+    Redis floors and the Redis peer use single-server clients."""
+    return (
+        config.kind in ("store", "noop")
+        or config.spec in ("floor-asyncpg",)
+        or config.spec
+        in (
+            "peer-langchain-postgres",
+            "peer-langgraph-postgres",
+        )
+    )
 
 
 def _histories(text: str) -> list[int]:
@@ -837,7 +875,7 @@ def cmd_projection_check(args: argparse.Namespace, configs: list[Config], base: 
         raise ValueError("--projection-check needs a network: give --pg-rtt/--redis-rtt or --topology")
     pooler = next((c.network_on(base).pooler for c in configs if c.network_on(base).pooler != "none"), "none")
     rows: list[PairedProjection] = []
-    with open_servers(args.servers, pooler=pooler) as servers:
+    with open_servers(args.servers, pooler=pooler, redis=args.redis) as servers:
         endpoints = Endpoints.of(servers)
         for config in configs:
             print(f"[{configs.index(config) + 1}/{len(configs)}] {config.name}", file=sys.stderr, flush=True)
@@ -884,7 +922,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress = Progress(len(runs), seconds, enabled=not args.no_progress)
     else:
         progress = Progress(len(runs), workload.duration, enabled=not args.no_progress)
-    with open_servers(args.servers, pooler=pooler) as servers:
+    if parse_redis_spec(args.redis) is not None and any(r.network.redis_rtt_ms for r in runs):
+        raise ValueError(f"--redis {args.redis} cannot go through the latency relay (its redirects name node "
+                         "addresses): leave out --redis-rtt")  # fmt: skip
+    with open_servers(args.servers, pooler=pooler, redis=args.redis) as servers:
         endpoints = Endpoints.of(servers)
         urls = (endpoints.postgres, endpoints.redis)
         server_cfg = asyncio.run(measure.server_config(*urls))
@@ -995,7 +1036,8 @@ def register(subparsers: Any) -> None:
         "--configs",
         metavar="LIST",
         help="comma-separated configurations, in column order: store specs (memory, postgres, hybrid, "
-        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, floor-hybrid, noop, each optionally "
+        "e.g. 'hybrid?cache_size=20'), seed, floor-asyncpg, floor-redis, floor-hybrid, noop and, with the peers "
+        "extra, peer-langchain-postgres, peer-langchain-redis, peer-langgraph-postgres; each optionally "
         "with network options after @ ('postgres@pg_rtt=2ms', 'hybrid@pg_rtt=2ms,redis_rtt=0.3ms', "
         "'postgres@pooler=pgbouncer'; rtt= sets both) "
         f"(default: {','.join(DEFAULT_CONFIGS)}; "
@@ -1041,6 +1083,14 @@ def register(subparsers: Any) -> None:
         help="a named placement that sets the RTTs, jitter and pooler (illustrative defaults, see the README): "
         + "; ".join(f"{t.name}: {t.network.label()}" for t in TOPOLOGIES.values()).replace("%", "%%")
         + "; --pg-rtt/--redis-rtt/--jitter/--pooler override it",
+    )
+    g.add_argument(
+        "--redis",
+        type=_redis_topology,
+        default="single",
+        metavar="TOPOLOGY",
+        help=f"{REDIS_SPEC_HELP}; default: single (embedded servers; the stores detect the cluster, and "
+        "configurations with single-server Redis clients (seed, floor-redis, floor-hybrid) are skipped)",
     )
     g.add_argument(
         "--pooler",

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bench.harness.results import note_postgres
 from bench.harness.runner import payload, session_uuid
 from store.accesslog import LETTER_ROLES
 
@@ -194,8 +195,7 @@ class PsycopgRoundTrips(AbstractContextManager["PsycopgRoundTrips"]):
         if self._received.get(key, True):
             self._received[key] = False
             self.count += 1
-            if self.into is not None:
-                self.into.postgres += 1
+            note_postgres(self.into)
 
     def _got(self, pgconn: object) -> None:
         self._received[id(pgconn)] = True

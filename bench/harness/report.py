@@ -159,8 +159,9 @@ def _ranking(metric: Metric, records: Sequence[RunRecord]) -> str | None:
         return None
     higher = metric.better == "higher"
     scored.sort(key=lambda rv: -rv[1] if higher else rv[1])
-    durable = [(r, v) for r, v in scored if r.backend != "memory"]
+    durable = [(r, v) for r, v in scored if r.backend != "memory" and r.settings.get("durable", True)]
     memory = [(r, v) for r, v in scored if r.backend == "memory"]
+    volatile = [(r, v) for r, v in scored if not r.settings.get("durable", True)]
     what = metric.label.replace(" (ms)", "").replace(" (ops/s)", "")
     parts: list[str] = []
     if durable:
@@ -176,6 +177,8 @@ def _ranking(metric: Metric, records: Sequence[RunRecord]) -> str | None:
                 )
                 clause += f"; {others}"
         parts.append(clause)
+    for r, v in volatile:
+        parts.append(f"{title(r)} ({metric.fmt(v)} {metric.unit}) keeps the history in {r.settings.get('history_in')}")
     for r, v in memory:
         parts.append(f"{title(r)} ({metric.fmt(v)} {metric.unit}) is in-process and not durable")
     return "; ".join(parts)
@@ -197,7 +200,7 @@ def _round_trips(records: Sequence[RunRecord]) -> str:
     bits = []
     for r in records:
         pg, rd = r.servers.pg_round_trips_per_turn, r.servers.redis_round_trips_per_turn
-        if r.kind in ("store", "seed") and (pg or rd):
+        if r.kind in ("store", "seed", "peer") and (pg or rd):
             bits.append(f"{title(r)} {pg or 0:.1f} PostgreSQL + {rd or 0:.1f} Redis")
     return "; ".join(bits)
 
@@ -222,7 +225,7 @@ def _projection_clause(records: Sequence[RunRecord]) -> str | None:
 
 def conclusion(result: ResultFile, records: Sequence[RunRecord]) -> str:
     """What the table concludes, in one paragraph computed from its figures."""
-    judged = [r for r in records if r.valid and r.kind in ("store", "seed")]
+    judged = [r for r in records if r.valid and r.kind in ("store", "seed", "peer")]
     if not judged:
         return ""
     mode = records[0].mode

@@ -76,6 +76,7 @@ __all__ = [
     "environment",
     "is_result",
     "load_result",
+    "note_postgres",
     "reset_servers",
     "snapshot",
     "topology_of",
@@ -132,14 +133,35 @@ async def snapshot(database_url: str, redis_url: str, *, key_memory: bool = Fals
         size = int(await conn.fetchval(_PG_SIZE))
     finally:
         await conn.close()
+    used = keys = 0
+    key_bytes: int | None = 0 if key_memory else None
+    for client in await redis_masters(redis_url):
+        try:
+            used += int((await client.info("memory"))["used_memory"])
+            keys += int(await client.dbsize())
+            if key_bytes is not None:
+                key_bytes += await _key_bytes(client)
+        finally:
+            await client.aclose()
+    return Snapshot(size, used, keys, key_bytes)
+
+
+async def redis_masters(redis_url: str) -> list[aioredis.Redis]:
+    """A client per master: the one server, or every master of a Redis Cluster (the caller closes them).
+
+    Figures of a cluster (memory, keys) are the sums over its masters; a reset flushes each.
+    """
     client = aioredis.Redis.from_url(redis_url, socket_timeout=10)
     try:
-        memory = await client.info("memory")
-        keys = int(await client.dbsize())
-        key_bytes = await _key_bytes(client) if key_memory else None
-    finally:
+        if not int((await client.info("cluster")).get("cluster_enabled", 0)):
+            return [client]
+        nodes = await client.execute_command("CLUSTER NODES")  # type: ignore[no-untyped-call]
+    except BaseException:
         await client.aclose()
-    return Snapshot(size, int(memory["used_memory"]), keys, key_bytes)
+        raise
+    await client.aclose()
+    masters = [addr for addr, node in nodes.items() if "master" in str(node.get("flags", ""))]
+    return [aioredis.Redis(host=a.rsplit(":", 1)[0], port=int(a.rsplit(":", 1)[1]), socket_timeout=10) for a in masters]
 
 
 async def _key_bytes(client: aioredis.Redis, limit: int = 200_000) -> int:
@@ -165,7 +187,7 @@ async def _usage(client: aioredis.Redis, keys: list[Any]) -> int:
 
 
 async def reset_servers(database_url: str, redis_url: str) -> None:
-    """A fresh schema: drop every table in ``public`` and ``FLUSHALL`` Redis."""
+    """A fresh schema: drop every table in ``public`` and ``FLUSHALL`` Redis (every master of a cluster)."""
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
         tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
@@ -175,11 +197,11 @@ async def reset_servers(database_url: str, redis_url: str) -> None:
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
-    client = aioredis.Redis.from_url(redis_url, socket_timeout=10)
-    try:
-        await client.flushall()
-    finally:
-        await client.aclose()
+    for client in await redis_masters(redis_url):
+        try:
+            await client.flushall()
+        finally:
+            await client.aclose()
 
 
 async def server_config(database_url: str, redis_url: str) -> dict[str, Any]:
@@ -211,6 +233,11 @@ async def server_config(database_url: str, redis_url: str) -> dict[str, Any]:
         }
         for pattern in ("maxmemory*", "appendonly", "save"):
             rd.update({str(k): v for k, v in (await client.config_get(pattern)).items()})
+        if int((await client.info("cluster")).get("cluster_enabled", 0)):
+            masters = await redis_masters(redis_url)
+            rd["cluster_masters"] = len(masters)
+            for master in masters:
+                await master.aclose()
     finally:
         await client.aclose()
     return {"postgres": pg, "redis": rd}
@@ -227,6 +254,15 @@ class _OpTrips:
 
 
 _CURRENT_OP: contextvars.ContextVar[_OpTrips | None] = contextvars.ContextVar("sessionbench_op", default=None)
+
+
+def note_postgres(counter: Any) -> None:
+    """One PostgreSQL round trip of a driver the counter does not patch itself (psycopg, for the peers):
+    added to ``counter`` (anything with a ``postgres`` count, or None) and to the running operation."""
+    if counter is not None:
+        counter.postgres += 1
+    if (op := _CURRENT_OP.get()) is not None:
+        op.pg += 1
 
 
 class DriverCallCounter:
