@@ -48,6 +48,7 @@ from hdrh.histogram import HdrHistogram
 
 from store.accesslog import LETTER_ROLES, TraceEvent
 from store.models import ReadResult
+from store.tasks import stop_task
 
 __all__ = [
     "ChatStore",
@@ -551,9 +552,7 @@ class _OpenRun:
             if pending:
                 busy_after = f"{len(pending)} sessions still busy {o.drain_timeout:.0f} s after the schedule ended"
                 self.invalid.append(busy_after)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                await asyncio.gather(*(stop_task(t) for t in pending))  # store/tasks.py: cancel until they end
         end = max(self.rec.last_end, start + 1)
         elapsed = (end - start) / 1e9
         cpu = _cpu_seconds() - cpu0

@@ -64,6 +64,7 @@ from store.instrumentation.metrics import Metrics, PrometheusEvents
 from store.instrumentation.wrapper import InstrumentedStore
 from store.protocol import SessionStore
 from store.settings import Settings
+from store.tasks import stop_task
 
 #: Opens a store reporting to the given events sink; the app closes it on shutdown.
 StoreFactory = Callable[[StoreEvents], Awaitable[SessionStore]]
@@ -118,10 +119,7 @@ def create_app(
                 cleaner = asyncio.create_task(periodic_cleanup(shared.store, cfg), name="sessionstore-cleanup")
             yield
         finally:
-            if cleaner is not None:
-                cleaner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await cleaner
+            await stop_task(cleaner)  # cancels again if redis-py swallows a cancellation
             shared.store = None
             if shared.access_log is not None:
                 shared.access_log.close()

@@ -45,6 +45,7 @@ from typing import Any
 from store.backends.hybrid.keys import KeyLayout
 from store.errors import StoreUnavailable
 from store.events import StoreEvents
+from store.tasks import stop_task
 
 log = logging.getLogger("store.hybrid.sync")
 
@@ -106,6 +107,7 @@ class CacheSync:
         self.bump_pending = False
         self._task: asyncio.Task[None] | None = None
         self._first: asyncio.Task[None] | None = None
+        self._stopping = False  # stop() was called: the loop ends even if a cancellation is lost
         self.running = False  # the first poll has been made (whether or not it succeeded)
         self._lock = asyncio.Lock()
 
@@ -131,18 +133,16 @@ class CacheSync:
         except Exception:  # the loop keeps trying; until a poll succeeds the cache is not trusted
             log.exception("cache sync failed")
         self.running = True
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="sessionstore-cache-sync")
+        if not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="sessionstore-cache-sync")
 
     async def stop(self) -> None:
+        """End the background polling (a cancellation redis-py swallows does not keep it alive)."""
+        self._stopping = True
         if self._first is not None and not self._first.done():
-            self._first.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._first
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            await stop_task(self._first)
+        await stop_task(self._task)
+        self._task = None
 
     # -- marks ---------------------------------------------------------------------------
     def mark(self, sids: Iterable[str]) -> None:
@@ -175,7 +175,7 @@ class CacheSync:
 
     # -- the loop ------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.interval)
             try:
                 await self.tick()
