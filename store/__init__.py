@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from store.errors import SessionNotFound, StoreError, StoreUnavailable, ValidationError
+from store.errors import SessionNotFound, StoreClosed, StoreError, StoreUnavailable, ValidationError
 from store.events import NullEvents, StoreEvents, last_cache_result
 from store.factory import open_store
-from store.models import ROLES, Message, NewMessage, Session
+from store.models import ROLES, Message, NewMessage, ReadResult, Session
 from store.protocol import SessionStore
 from store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
 from store.validation import Limits
@@ -24,11 +24,13 @@ __all__ = [
     "NewMessage",
     "NullEvents",
     "PostgresSettings",
+    "ReadResult",
     "RedisSettings",
     "Session",
     "SessionNotFound",
     "SessionStore",
     "Settings",
+    "StoreClosed",
     "StoreError",
     "StoreEvents",
     "StoreUnavailable",

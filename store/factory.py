@@ -43,7 +43,7 @@ async def open_store(
 
         return MemoryStore(settings=cfg.memory, limits=cfg.limits)
 
-    from store.backends.postgres import PostgresStore, create_pool, migrate
+    from store.backends.postgres import PostgresStore, close_pool, create_pool, migrate
 
     if not cfg.database_url:
         raise ValidationError("database_url", f"the {cfg.backend} backend needs DATABASE_URL")
@@ -61,9 +61,10 @@ async def open_store(
     try:
         await migrate(pool)
     except BaseException:
-        await pool.close()
+        await close_pool(pool, pg.close_timeout)
         raise
-    durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout, events=events, owns_pool=True)
+    durable = PostgresStore(pool, limits=cfg.limits, acquire_timeout=pg.acquire_timeout,
+                           close_timeout=pg.close_timeout, events=events, owns_pool=True)  # fmt: skip
     if cfg.backend == "postgres":
         return durable
     from store.backends.hybrid import HybridStore, open_redis

@@ -65,6 +65,8 @@ class PostgresSettings:
     acquire_timeout: float = 2.0
     command_timeout: float = 10.0
     connect_timeout: float = 5.0
+    #: how long close() waits for borrowed connections before terminating them
+    close_timeout: float = 10.0
     #: asyncpg's prepared-statement cache per connection; 0 behind PgBouncer in transaction
     #: mode (its servers are shared between clients, so named statements go missing).
     statement_cache_size: int = 100

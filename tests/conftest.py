@@ -8,6 +8,8 @@ skipped silently.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from bench.servers import (
     open_servers,
 )
 from store import SessionStore, open_store
+from store.tasks import stop_task
 
 
 @pytest.fixture(scope="session")
@@ -214,3 +217,45 @@ async def hybrid_pgbouncer_store(
     )
     yield store
     await store.close()
+
+
+# ----------------------------------------------------------------------------- sessionbench compare on the test servers
+
+
+@pytest.fixture
+def external(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Servers:
+    """Point compare at the test session's servers (it drops their tables and flushes Redis)."""
+    monkeypatch.setenv("DATABASE_URL", servers.database_url)
+    monkeypatch.setenv("REDIS_URL", servers.redis_url)
+    return servers
+
+
+def result_dir(root: Path) -> Path:
+    """The one results/<time>/ folder a compare run wrote under ``root``."""
+    (directory,) = [p for p in root.iterdir() if p.is_dir()]
+    return directory
+
+
+# ----------------------------------------------------------------------------- tasks a test leaves behind
+
+
+@pytest.fixture
+async def _stop_leftover_tasks() -> AsyncIterator[None]:
+    """After an async test, stop the tasks it left in its loop within a bound (store/tasks.py).
+
+    pytest-asyncio's runner cancels leftover tasks once and waits for them without a limit; a
+    task that survives the cancel (redis-py can swallow one) or a test interrupted by
+    pytest-timeout would then hang the whole run.  Here a task that will not stop fails the test.
+    """
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    stopped = await asyncio.gather(*(stop_task(t, seconds=10.0) for t in left))
+    stuck = [t.get_name() for t, ok in zip(left, stopped, strict=True) if not ok]
+    assert not stuck, f"tasks still running 10 s after being cancelled: {stuck}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.insert(0, "_stop_leftover_tasks")  # set up first, torn down last

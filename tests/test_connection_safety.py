@@ -19,7 +19,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from store import StoreUnavailable, open_store
+from store import StoreClosed, StoreUnavailable, open_store
 from store.backends.hybrid import HybridStore, create_redis
 from store.backends.postgres import PostgresStore, create_pool
 from store.events import StoreEvents
@@ -157,6 +157,21 @@ async def test_exhausted_postgres_pool_raises_store_unavailable_within_acquire_t
         await pool.close()
 
 
+async def test_close_with_a_borrowed_connection_terminates_it_after_close_timeout(database_url: str) -> None:
+    """asyncpg's ``Pool.close()`` waits forever for a connection nobody gives back; the store's close
+    waits ``postgres.close_timeout``, then terminates the pool (here a borrower that never returns)."""
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    store = PostgresStore(pool, close_timeout=0.3, owns_pool=True)
+    conn = await pool.acquire()  # never released
+    t0 = time.perf_counter()
+    await store.close()
+    assert 0.25 < time.perf_counter() - t0 < 3.0
+    with pytest.raises(asyncpg.InterfaceError):  # the borrowed connection went with the pool
+        await conn.fetchval("select 1")
+    with pytest.raises(StoreClosed):
+        await store.get_messages(str(uuid.uuid4()))
+
+
 @contextlib.asynccontextmanager
 async def service_on(pool: asyncpg.Pool, acquire_timeout: float) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP service over a PostgreSQL store on ``pool`` (which the caller owns), lifespan running."""
@@ -259,7 +274,7 @@ def test_timeout_defaults_are_sane() -> None:
 def test_no_hard_coded_timeouts_in_the_store() -> None:
     """No call in ``store/`` passes a literal number as a timeout: they all come from settings."""
     offenders = []
-    for path in sorted((ROOT / "store").glob("*.py")):
+    for path in sorted((ROOT / "store").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):

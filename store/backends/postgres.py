@@ -259,12 +259,14 @@ class PostgresStore(BaseStore):
         *,
         limits: Limits = DEFAULT_LIMITS,
         acquire_timeout: float = 2.0,
+        close_timeout: float = 10.0,
         events: StoreEvents = NULL_EVENTS,
         owns_pool: bool = False,
     ) -> None:
         super().__init__(limits=limits)
         self.pool = pool
         self.acquire_timeout = acquire_timeout
+        self.close_timeout = close_timeout
         self.events = events
         self.owns_pool = owns_pool
 
@@ -459,7 +461,19 @@ class PostgresStore(BaseStore):
 
     async def _close(self) -> None:
         if self.owns_pool:
-            await self.pool.close()
+            await close_pool(self.pool, self.close_timeout)
+
+
+async def close_pool(pool: asyncpg.Pool, seconds: float) -> None:
+    """Close ``pool`` gracefully, waiting at most ``seconds`` for borrowed connections to come
+    back, then terminate what is left: asyncpg's own ``close()`` waits for them forever, so a
+    caller holding a connection (or a task destroyed while holding one) would hang ``close()``."""
+    try:
+        async with asyncio.timeout(seconds):
+            await pool.close()
+    except TimeoutError:
+        logging.getLogger(__name__).warning("PostgreSQL pool still in use after %g s: terminated", seconds)
+        pool.terminate()
 
 
 async def probe(check: Awaitable[Any], seconds: float) -> str:
