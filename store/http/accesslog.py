@@ -15,7 +15,7 @@ import secrets
 import time
 from pathlib import Path
 
-from store.accesslog import COLUMNS, MAGIC, ROLE_LETTERS, TraceEvent
+from store.accesslog import ROLE_LETTERS, TraceEvent, TraceHeader
 from store.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class AccessLog:
         self._last = 0.0 if fresh else _last_time(self.path)
         self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the app
         if fresh:
-            self._fh.write(MAGIC + "\n" + "\t".join(COLUMNS) + "\n")
+            self._fh.write(TraceHeader(unit="s", compression=1.0).lines())  # wall-clock seconds: traffic time
 
     def session_key(self, session_id: str) -> str:
         return hashlib.blake2b(session_id.encode(), key=self._salt, digest_size=8).hexdigest()
