@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Mode = Literal["auto", "embedded", "external", "docker"]
 MODES: tuple[str, ...] = ("auto", "embedded", "external", "docker")
@@ -271,17 +271,23 @@ class EmbeddedPostgres:
 
     def stop(self, *, remove: bool = True) -> None:
         """Fast shutdown (SIGINT), then SIGKILL if it lingers; optionally delete the data."""
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGINT)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self._proc = None
-        if remove and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        _interrupt_then_kill(self, 10.0, remove=remove)
+
+
+def _interrupt_then_kill(server: Any, seconds: float, *, remove: bool) -> None:
+    """SIGINT to the child ``server._proc`` we started, ``server.kill()`` if it lingers past ``seconds``;
+    with ``remove``, delete ``server._workdir``."""
+    if server._proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            server._proc.send_signal(signal.SIGINT)
+        try:
+            server._proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        server._proc = None
+    if remove and server._workdir is not None:
+        shutil.rmtree(server._workdir, ignore_errors=True)
+        server._workdir = None
 
 
 # --------------------------------------------------------------------------- Redis
@@ -730,17 +736,7 @@ class EmbeddedPgBouncer:
 
     def stop(self, *, remove: bool = True) -> None:
         """Safe shutdown (SIGINT to its PID), SIGKILL after 5 s; optionally delete its directory."""
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGINT)
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self._proc = None
-        if remove and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        _interrupt_then_kill(self, 5.0, remove=remove)
 
 
 def _tcp_open(port: int) -> bool:

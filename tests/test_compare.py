@@ -13,21 +13,9 @@ from bench.cli import build_parser, main
 from bench.harness import compare, report
 from bench.harness.results import ResultFile
 from bench.servers import Servers
+from tests.conftest import result_dir
 
 V1_RESULT = Path(__file__).parent / "data" / "compare_result_v1.json"
-
-
-@pytest.fixture
-def external(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Servers:
-    """Point compare at the test session's servers (it drops their tables and flushes Redis)."""
-    monkeypatch.setenv("DATABASE_URL", servers.database_url)
-    monkeypatch.setenv("REDIS_URL", servers.redis_url)
-    return servers
-
-
-def _result_dir(root: Path) -> Path:
-    (directory,) = [p for p in root.iterdir() if p.is_dir()]
-    return directory
 
 
 def test_quick_compare_writes_result_and_report_and_tables_every_config(
@@ -36,7 +24,7 @@ def test_quick_compare_writes_result_and_report_and_tables_every_config(
     """`compare --quick` runs every default config, prints them side by side and writes result.json + report.html."""
     assert main(["compare", "--quick", "--servers", "external", "--output", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    directory = _result_dir(tmp_path)
+    directory = result_dir(tmp_path)
     data = json.loads((directory / "result.json").read_text())
     assert data["format"] == "sessionbench-result v2"
     expected = [c for c in compare.DEFAULT_CONFIGS if c != "seed" or compare.seed_available()]
@@ -113,7 +101,7 @@ def test_closed_turns_mode_prints_issue_3_ratios(
     assert "hit-read p50" in out
     assert "hybrid turns/s ≥ 0.8× floor-hybrid" in out
     assert "n/a" in out
-    data = json.loads((_result_dir(tmp_path) / "result.json").read_text())
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
     names = ("memory", "floor-redis", "floor-asyncpg", "floor-hybrid")
     assert {(c["name"], c["history"]) for c in data["configs"]} == {(n, h) for n in names for h in (20, 40)}
     floor = next(c for c in data["configs"] if c["name"] == "floor-asyncpg")
@@ -128,7 +116,7 @@ def test_closed_model_with_clients(external: Servers, tmp_path: Path, capsys: py
     argv = ["compare", "--configs", "memory", "--clients", "2", "--duration", "0.5", "--servers", "external",
             "--output", str(tmp_path), "--no-progress", "--no-html"]  # fmt: skip
     assert main(argv) == 0
-    data = json.loads((_result_dir(tmp_path) / "result.json").read_text())
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
     assert data["load_model"] == "closed (2 clients)"
     assert data["configs"][0]["mode"] == "closed"
     assert data["configs"][0]["operations"] > 100
@@ -144,7 +132,7 @@ def test_a_missing_seed_baseline_is_skipped_with_a_note(
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "skipping 'seed'" in captured.err
-    data = json.loads((_result_dir(tmp_path) / "result.json").read_text())
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
     assert [c["name"] for c in data["configs"]] == ["memory"]
 
 

@@ -18,19 +18,7 @@ from bench.harness.results import ResultFile
 from bench.harness.topology import Network
 from bench.harness.workload import Workload
 from bench.servers import EmbeddedPgBouncer, Servers
-
-
-@pytest.fixture
-def external(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Servers:
-    """Point compare at the test session's servers (it drops their tables and flushes Redis)."""
-    monkeypatch.setenv("DATABASE_URL", servers.database_url)
-    monkeypatch.setenv("REDIS_URL", servers.redis_url)
-    return servers
-
-
-def _result_dir(root: Path) -> Path:
-    (directory,) = [p for p in root.iterdir() if p.is_dir()]
-    return directory
+from tests.conftest import result_dir
 
 
 def test_a_pg_rtt_sweep_tables_and_draws_every_point_with_its_projection(
@@ -41,7 +29,7 @@ def test_a_pg_rtt_sweep_tables_and_draws_every_point_with_its_projection(
             "--servers", "external", "--output", str(tmp_path), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    directory = _result_dir(tmp_path)
+    directory = result_dir(tmp_path)
     data = json.loads((directory / "result.json").read_text())
     assert data["sweep"] == {"axis": "pg_rtt", "values": [0.0, 1.0]}
     plan = [(c["name"], c["role"], c.get("point"), c["network"]["pg_rtt_ms"], c["network"]["redis_rtt_ms"])
@@ -94,7 +82,7 @@ def test_a_named_topology_sets_the_network_and_says_where_its_figures_come_from(
     out = capsys.readouterr().out
     assert "network: PG RTT 1 ms · Redis RTT 0.25 ms · jitter 10% (topology cross-zone)" in out
     assert "Illustrative default" in out
-    data = json.loads((_result_dir(tmp_path) / "result.json").read_text())
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
     assert data["network"]["topology"] == "cross-zone"
     assert [c["role"] for c in data["configs"]] == ["local", "measured"]
     assert data["configs"][1]["projections"]["read"]["pg_trips"] == 1.0
@@ -140,7 +128,7 @@ def test_a_history_sweep_runs_the_turn_benchmark_per_size_and_tables_it(
             "--no-html"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    data = json.loads((_result_dir(tmp_path) / "result.json").read_text())
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
     assert data["kind"] == "turns"
     assert data["sweep"] == {"axis": "history", "values": [20.0, 60.0]}
     assert [(c["name"], c["history"]) for c in data["configs"]] == [
