@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import re
 import shlex
 import signal
 import sys
@@ -103,7 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_servers)
     for module in COMMANDS:
         importlib.import_module(module).register(sub)
+    for command in sub.choices.values():  # descriptions are module docstrings: show them as plain text
+        command.description = plain_text(command.description)
+        for action in command._actions:
+            if isinstance(action.help, str):
+                action.help = plain_text(action.help)
     return parser
+
+
+_ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`~?([^`]+)`")
+
+
+def plain_text(text: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: Sphinx roles, double backticks and ** emphasis removed."""
+    if text is None:
+        return None
+    text = _ROLE.sub(r"\1", text)
+    return text.replace("``", "").replace("**", "")
 
 
 def _terminate(signum: int, frame: object) -> None:
