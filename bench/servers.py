@@ -274,6 +274,13 @@ class EmbeddedPostgres:
         _interrupt_then_kill(self, 10.0, remove=remove)
 
 
+def kill_child(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc``, a child this process started (by its PID), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait(timeout=10)
+
+
 def _interrupt_then_kill(server: Any, seconds: float, *, remove: bool) -> None:
     """SIGINT to the child ``server._proc`` we started, ``server.kill()`` if it lingers past ``seconds``;
     with ``remove``, delete ``server._workdir``."""
@@ -362,9 +369,8 @@ class EmbeddedRedis:
         if self._proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self._proc.pid, signal.SIGCONT)
-            self._proc.kill()
-        self._proc.wait(timeout=10)
+            os.kill(self._proc.pid, signal.SIGCONT)  # a frozen server dies at once too
+        kill_child(self._proc)
         self._proc = None
 
     def freeze(self) -> None:
@@ -723,9 +729,7 @@ class EmbeddedPgBouncer:
         """SIGKILL PgBouncer (by its PID): every client connection drops."""
         if self._proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.kill()
-        self._proc.wait(timeout=10)
+        kill_child(self._proc)
         self._proc = None
 
     def restart(self) -> None:

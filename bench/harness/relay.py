@@ -860,11 +860,11 @@ class Relay:
 
     def kill(self) -> None:
         """SIGKILL the relay (its own PID): open connections drop, new ones are refused."""
+        from bench.servers import kill_child  # here: the relay's own process need not import it
+
         if self._proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.kill()
-        self._proc.wait(timeout=10)
+        kill_child(self._proc)
         self._close_pipes()
 
     def stop(self) -> None:
