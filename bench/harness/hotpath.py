@@ -221,6 +221,121 @@ def format_pairs(pairs: Sequence[Pair]) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- other Redis clients
+
+#: Async Redis clients that ``--redis-clients`` sets beside redis-py (the ``clients`` extra).
+REDIS_CLIENTS: tuple[str, ...] = ("coredis", "valkey-glide")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFloor:
+    """``LRANGE`` of one window with another client against redis-py, paired blocks (p50 µs)."""
+
+    client: str
+    history: int
+    client_us: float
+    redis_py_us: float
+
+    @property
+    def ratio(self) -> float:
+        return self.client_us / self.redis_py_us
+
+
+async def _client_lrange(name: str, host: str, port: int) -> tuple[Callable[[str], Awaitable[list[Any]]], Op]:
+    """``(lrange(key) -> entries, close)`` for client ``name``; ImportError when it is not installed."""
+    if name == "coredis":
+        import coredis
+
+        cd: Any = coredis.Redis(host=host, port=port)
+        context = cd.__aenter__ if hasattr(cd, "__aenter__") else None
+        if context is not None:  # coredis 6 connects in its async context
+            await context()
+
+        async def close_coredis() -> None:
+            if hasattr(cd, "__aexit__"):
+                await cd.__aexit__(None, None, None)
+
+        return (lambda key: cd.lrange(key, -20, -1)), close_coredis
+    if name == "valkey-glide":
+        import glide
+
+        config = glide.GlideClientConfiguration([glide.NodeAddress(host, port)], request_timeout=250)
+        gl: Any = await glide.GlideClient.create(config)
+        return (lambda key: gl.lrange(key, -20, -1)), gl.close
+    raise ValueError(f"unknown Redis client {name!r}; one of {', '.join(REDIS_CLIENTS)}")
+
+
+def _entries(texts: _Texts, n: int) -> list[str]:
+    """``n`` cache entries as the store encodes them (user ~200 B, assistant ~800 B)."""
+    sid = str(uuid.uuid4())
+    return [
+        _encoded({"session_id": sid, "seq": i + 1, "role": "user" if i % 2 == 0 else "assistant",
+                  "content": texts.next(200 if i % 2 == 0 else 800), "created_at": "2026-01-01T00:00:00+00:00",
+                  "metadata": {}})
+        for i in range(n)
+    ]  # fmt: skip
+
+
+async def measure_clients(
+    redis_url: str, *, histories: Sequence[int], rounds: int, block: int, clients: Sequence[str] = REDIS_CLIENTS
+) -> tuple[list[ClientFloor], list[str]]:
+    """The floor-redis read (``LRANGE`` of the last 20 of a window of up to 50 entries, as the
+    store encodes them) with each other client beside redis-py; also the clients not installed.
+    Each client must return the same entries as redis-py."""
+    from urllib.parse import urlsplit
+
+    import redis.asyncio as aioredis
+
+    url = urlsplit(redis_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 6379
+    reference = aioredis.Redis.from_url(redis_url, socket_timeout=0.25)  # the store's default timeout
+    texts = _Texts()
+    results: list[ClientFloor] = []
+    missing: list[str] = []
+    keys = {history: f"floorclients:{{{uuid.uuid4()}}}" for history in histories}
+    try:
+        for history, key in keys.items():
+            await reference.rpush(key, *_entries(texts, min(history, 50)))
+        for name in clients:
+            try:
+                lrange, close = await _client_lrange(name, host, port)
+            except ImportError:
+                missing.append(name)
+                continue
+            try:
+                for history, key in keys.items():
+                    want = await reference.lrange(key, -20, -1)
+                    got = [x if isinstance(x, bytes) else str(x).encode() for x in await lrange(key)]
+                    if got != want:
+                        raise RuntimeError(f"{name} returned another window than redis-py for LRANGE {key}")
+                    c, r = await paired(_call(lrange, key), _call(reference.lrange, key, -20, -1),
+                                        rounds=rounds, block=block)  # fmt: skip
+                    results.append(ClientFloor(name, history, c, r))
+            finally:
+                await close()
+    finally:
+        await reference.delete(*keys.values())
+        await reference.aclose()
+    return results, missing
+
+
+def _call(fn: Callable[..., Awaitable[Any]], *args: Any) -> Op:
+    async def op() -> None:
+        await fn(*args)
+
+    return op
+
+
+def format_clients(results: Sequence[ClientFloor], missing: Sequence[str]) -> str:
+    head = f"{'LRANGE of 20 with':18s} {'history':>7s} {'client p50 µs':>14s} {'redis-py p50 µs':>16s} {'ratio':>7s}"
+    lines = [head, "-" * len(head)]
+    lines += [
+        f"{r.client:18s} {r.history:7d} {r.client_us:14.1f} {r.redis_py_us:16.1f} {r.ratio:6.2f}x" for r in results
+    ]
+    lines += [f"{name}: not installed (pip install 'sessionbench[clients]')" for name in missing]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the profile
 
 #: (component, predicate on "file:function") in order; the first match wins.
@@ -300,7 +415,7 @@ def register(subparsers: Any) -> None:
             "One client, on the same servers, in alternating blocks: hybrid cache-hit read vs LRANGE, hybrid "
             "append vs INSERT + one Redis pipeline, postgres read and append vs bare asyncpg. Prints p50 per "
             "call in microseconds, the ratio and its target. --profile adds a breakdown of where a hybrid read "
-            "and append spend their time."
+            "and append spend their time; --redis-clients times the same LRANGE with other async Redis clients."
         ),
     )
     p.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
@@ -309,6 +424,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--block", type=int, default=100, metavar="CALLS", help="calls per block (100)")
     p.add_argument("--instrumented", action="store_true", help="wrap the stores in InstrumentedStore (metrics)")
     p.add_argument("--profile", action="store_true", help="also profile a hybrid read and append (cProfile)")
+    p.add_argument("--redis-clients", action="store_true",
+                   help="also time the floor-redis LRANGE with coredis and valkey-glide beside redis-py, paired "
+                   "blocks (the clients extra)")  # fmt: skip
     p.set_defaults(func=_command)
 
 
@@ -331,4 +449,9 @@ def _command(args: argparse.Namespace) -> int:
         if args.profile:
             print(asyncio.run(profile(servers.database_url, servers.redis_url, calls=3000,
                                       instrumented=args.instrumented)))  # fmt: skip
+        if args.redis_clients:
+            results, missing = asyncio.run(
+                measure_clients(servers.redis_url, histories=histories, rounds=args.rounds, block=args.block)
+            )
+            print(format_clients(results, missing), flush=True)
     return 0

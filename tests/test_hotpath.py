@@ -1,0 +1,40 @@
+"""sessionbench hotpath: store operations beside their floors, and other Redis clients beside redis-py."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cli import main
+from bench.harness import hotpath
+
+
+async def test_every_operation_is_paired_with_its_floor(database_url: str, redis_url: str) -> None:
+    """A short run (2 rounds of 10 calls) gives each targeted operation a store and a floor p50."""
+    pairs = await hotpath.measure(database_url, redis_url, histories=[20], rounds=2, block=10, instrumented=False)
+    assert [p.name for p in pairs] == list(hotpath.TARGETS)
+    assert all(p.history == 20 and p.store_us > 0 and p.floor_us > 0 for p in pairs)
+    table = hotpath.format_pairs(pairs)
+    assert "hybrid read.hit" in table
+    assert "met" in table or "missed by" in table
+
+
+async def test_other_redis_clients_read_the_same_window_as_redis_py(redis_url: str) -> None:
+    """coredis and valkey-glide (the clients extra, installed by make test) each return redis-py's
+    entries for the LRANGE and get a paired p50 beside it."""
+    results, missing = await hotpath.measure_clients(redis_url, histories=[20, 200], rounds=2, block=10)
+    assert missing == []
+    assert {(r.client, r.history) for r in results} == {(c, h) for c in hotpath.REDIS_CLIENTS for h in (20, 200)}
+    assert all(r.client_us > 0 and r.redis_py_us > 0 for r in results)
+    assert "valkey-glide" in hotpath.format_clients(results, missing)
+
+
+def test_a_missing_client_is_named_with_its_extra() -> None:
+    assert "coredis: not installed (pip install 'sessionbench[clients]')" in hotpath.format_clients([], ["coredis"])
+
+
+@pytest.mark.parametrize("argv", [["--histories", "1"], ["--histories", "x"], ["--rounds", "1"], ["--block", "5"]])
+def test_bad_arguments_exit_2_before_any_server_starts(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hotpath", "--servers", "external", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sessionbench: error: --")
+    assert err.count("\n") == 1
