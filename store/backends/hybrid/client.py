@@ -48,16 +48,25 @@ def create_redis(url: str, settings: RedisSettings, *, cluster: bool = False) ->
     return aioredis.Redis.from_url(url, retry_on_timeout=False, **common)
 
 
+#: ``INFO cluster`` attempts before ``auto`` gives up on asking (each within the Redis timeouts):
+#: one slow answer from a busy server must not make a cluster look like a single server.
+DETECT_ATTEMPTS = 3
+
+
 async def is_cluster(url: str, settings: RedisSettings) -> bool | None:
-    """Whether ``url`` is a Redis Cluster node (``INFO cluster``); None when it cannot be asked."""
+    """Whether ``url`` is a Redis Cluster node (``INFO cluster``); None when it cannot be asked
+    in :data:`DETECT_ATTEMPTS` tries."""
     probe = create_redis(url, settings)
     try:
-        info = await probe.info("cluster")
-    except Exception:  # noqa: BLE001 - unreachable or refusing: the caller decides
+        for _ in range(DETECT_ATTEMPTS):
+            try:
+                info = await probe.info("cluster")
+            except Exception:  # noqa: BLE001, S112 - unreachable, refusing or slow: ask again, then the caller decides
+                continue
+            return int(info.get("cluster_enabled", 0)) == 1
         return None
     finally:
         await probe.aclose()
-    return int(info.get("cluster_enabled", 0)) == 1
 
 
 async def open_redis(url: str, settings: RedisSettings) -> Any:
