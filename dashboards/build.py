@@ -8,7 +8,8 @@ fails when the committed files are stale::
     python -m dashboards.build            # write dashboards/grafana/*.json
     python -m dashboards.build --check    # exit 1 if a committed file differs
 
-Metric names are exactly those of DESIGN.md §3 (``sessionstore_*``), plus the
+Metric names are exactly those declared in ``store/instrumentation/metrics.py``
+(``sessionstore_*``), plus the
 exporters' own: redis_exporter (``redis_*``), postgres_exporter (``pg_*``) and the
 Locust exporter of ``loadtests/`` (``locust_*``).  Every PromQL expression here is
 evaluated against a real Prometheus by the tests.

@@ -1,4 +1,4 @@
-"""The store contract (DESIGN.md §2), run unchanged against every backend.
+"""The store contract (ARCHITECTURE.md, "The hybrid contract"), run unchanged against every backend.
 
 Every test takes the parametrised ``store`` fixture, so each one runs on the memory,
 postgres and hybrid backends against real servers.  Tests state behaviour only through

@@ -1,4 +1,4 @@
-"""Hybrid under Redis faults (DESIGN.md §2 rule 5), on the real embedded Redis.
+"""Hybrid under Redis faults (ARCHITECTURE.md, hybrid contract rule 5), on the real embedded Redis.
 
 Killed: reads fall back to PostgreSQL and report ``error``, writes succeed, the
 breaker opens and stops calling Redis, and closes again once Redis is back.

@@ -105,3 +105,23 @@ def test_every_python_block_runs_as_written(block: str, servers: Servers, tmp_pa
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     print(done.stdout)
+
+
+#: Documents of the team's own that users do not have: the project cites its own docs instead.
+TEAM_NOTES = re.compile(r"\bDESIGN\.md\b|\bSTYLE\.md\b|\bSTYLE §|\.\./shared\b")
+SOURCES = ("store", "bench", "loadtests", "dashboards", "tests", "docs")
+
+
+def test_no_file_points_at_notes_users_do_not_have() -> None:
+    """No shipped file, test or doc cites DESIGN.md, STYLE or ../shared (not in the repository)."""
+    files = [ROOT / name for name in ("README.md", "ARCHITECTURE.md", "CHANGELOG.md", "pyproject.toml", "Makefile")]
+    for folder in SOURCES:
+        files += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".py", ".md", ".yml", ".yaml", ".lua", ".toml"}]
+    offenders = []
+    for path in files:
+        if path == Path(__file__).resolve():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if TEAM_NOTES.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:80]}")
+    assert offenders == []

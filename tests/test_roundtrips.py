@@ -1,4 +1,4 @@
-"""The round-trip table of DESIGN.md §2, proven by counting real wire traffic.
+"""The round-trip table of ARCHITECTURE.md, proven by counting real wire traffic.
 
 Nothing here trusts what a store says about itself:
 
@@ -222,8 +222,8 @@ async def test_hybrid_hit_is_one_redis_call(rig: Rig) -> None:
 async def test_hybrid_miss_is_one_pg_and_two_redis_calls(rig: Rig) -> None:
     """A miss is 1 PostgreSQL query + 2 Redis round trips: the lookup that takes the lease, then the populate.
 
-    DESIGN.md's table says "1 PG + 1 Redis" for a miss; it counts the populate only.
-    Here the failed lookup is counted separately, so the wire total is 1 PG + 2 Redis.
+    The failed lookup counts as a round trip of its own, so the wire total is 1 PG + 2 Redis
+    (ARCHITECTURE.md's round-trip table says the same).
     """
     sid, warm = await seeded(rig.store, 6), await seeded(rig.store, 6)  # appends do not create entries
     await rig.store.get_messages(warm, limit=20)  # warm-up miss

@@ -1,4 +1,4 @@
-"""The seed's defects (DESIGN.md §2), as regression tests the store passes and the
+"""The seed's defects (``bench/harness/seed.py`` lists them), as regression tests the store passes and the
 seed baseline fails.
 
 Each test runs against the hybrid store and against ``bench.harness.seed``

@@ -1,6 +1,6 @@
 """Every Prometheus metric of the store and the service, declared once, on an explicit registry.
 
-Names and labels are the contract with ``dashboards/`` (DESIGN.md §3).  Base units,
+Names and labels are the contract with ``dashboards/`` (the table below).  Base units,
 ``_total`` counters, and only bounded label values — never a session or user id:
 
 =============================================  ====================================================
