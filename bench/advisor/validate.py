@@ -279,9 +279,10 @@ async def replay_point(
         sampler = asyncio.create_task(sample())
         target = _Recording(StoreTarget(store, "hybrid", owns=False, cached=True), "hybrid", [])
         try:
-            bound = 60.0 + 3 * (events[-1].t - events[0].t if events else 0.0)  # a stuck replay fails, never hangs
-            result = await asyncio.wait_for(run_open(target, tagged, RunOptions(max_lag_ms=50.0, drain_timeout=30.0)),
-                                            timeout=bound)  # fmt: skip
+            # A stuck replay fails, never hangs. asyncio.timeout, not wait_for: before CPython 3.12
+            # wait_for can lose the cancellation it sends and then wait for the replay forever.
+            async with asyncio.timeout(60.0 + 3 * (events[-1].t - events[0].t if events else 0.0)):
+                result = await run_open(target, tagged, RunOptions(max_lag_ms=50.0, drain_timeout=30.0))
         finally:
             await stop_task(sampler)  # redis-py can swallow one cancellation (store/tasks.py)
         end = await _used(client, keys_only=True) - base_keys

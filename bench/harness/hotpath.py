@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import statistics
@@ -246,16 +247,9 @@ async def _client_lrange(name: str, host: str, port: int) -> tuple[Callable[[str
     if name == "coredis":
         import coredis
 
-        cd: Any = coredis.Redis(host=host, port=port)
-        context = cd.__aenter__ if hasattr(cd, "__aenter__") else None
-        if context is not None:  # coredis 6 connects in its async context
-            await context()
-
-        async def close_coredis() -> None:
-            if hasattr(cd, "__aexit__"):
-                await cd.__aexit__(None, None, None)
-
-        return (lambda key: cd.lrange(key, -20, -1)), close_coredis
+        stack = contextlib.AsyncExitStack()
+        cd: Any = await stack.enter_async_context(coredis.Redis(host=host, port=port))  # coredis 6 connects here
+        return (lambda key: cd.lrange(key, -20, -1)), stack.aclose
     if name == "valkey-glide":
         import glide
 

@@ -139,8 +139,7 @@ class CacheSync:
     async def stop(self) -> None:
         """End the background polling (a cancellation redis-py swallows does not keep it alive)."""
         self._stopping = True
-        if self._first is not None and not self._first.done():
-            await stop_task(self._first)
+        await stop_task(self._first)
         await stop_task(self._task)
         self._task = None
 
