@@ -17,9 +17,7 @@ WORKDIR /app
 
 # The package with the load tests and the OTLP exporter (traces go to the compose stack's Jaeger).
 COPY pyproject.toml README.md LICENSE ./
-COPY store ./store
-COPY bench ./bench
-COPY loadtests ./loadtests
+COPY sessionbench ./sessionbench
 RUN pip install ".[loadtest,otlp]"
 
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app sessionbench

@@ -34,21 +34,21 @@ lint: $(VENV)/.installed-dev  ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(VENV)/.installed-dev  ## mypy --strict on store/, bench/, loadtests/ and dashboards/
-	$(BIN)/mypy store bench loadtests dashboards
+typecheck: $(VENV)/.installed-dev  ## mypy --strict on sessionbench/, the checkout's store/ and loadtests/ shortcuts, and dashboards/
+	$(BIN)/mypy sessionbench store loadtests dashboards
 
 pytest: $(VENV)/.installed-dev  ## the test suite on real (embedded) PostgreSQL and Redis
 	$(BIN)/python -m pytest $(ARGS)
 
-bench-gate: $(VENV)/.installed-dev  ## benchmark scenarios (quick) vs bench/baselines/ratios.json; fails beyond the noise
+bench-gate: $(VENV)/.installed-dev  ## benchmark scenarios (quick) vs sessionbench/bench/baselines/ratios.json; fails beyond the noise
 	@mkdir -p .benchmarks
 	$(BIN)/python -m pytest $(BENCH_GATE) --benchmark-json=.benchmarks/gate.json
-	$(BIN)/sessionbench regress --threshold 0.25 bench/baselines/ratios.json .benchmarks/gate.json
+	$(BIN)/sessionbench regress --threshold 0.25 sessionbench/bench/baselines/ratios.json .benchmarks/gate.json
 
-bench-baseline: $(VENV)/.installed-dev  ## re-measure bench/baselines/ratios.json from 6 runs (then review and commit it)
+bench-baseline: $(VENV)/.installed-dev  ## re-measure sessionbench/bench/baselines/ratios.json from 6 runs (then review and commit it)
 	@mkdir -p .benchmarks
 	for i in 1 2 3 4 5 6; do $(BIN)/python -m pytest $(BENCH_GATE) --benchmark-json=.benchmarks/baseline-$$i.json || exit 1; done
-	$(BIN)/sessionbench regress --save bench/baselines/ratios.json .benchmarks/baseline-[1-6].json
+	$(BIN)/sessionbench regress --save sessionbench/bench/baselines/ratios.json .benchmarks/baseline-[1-6].json
 
 loadtest: $(VENV)/.installed  ## the service on embedded servers + a short headless Locust run
 	$(BIN)/sessionbench loadtest $(ARGS)

@@ -8,10 +8,10 @@ fails when the committed files are stale::
     python -m dashboards.build            # write dashboards/grafana/*.json
     python -m dashboards.build --check    # exit 1 if a committed file differs
 
-Metric names are exactly those declared in ``store/instrumentation/metrics.py``
+Metric names are exactly those declared in ``sessionbench/store/instrumentation/metrics.py``
 (``sessionstore_*``), plus the
 exporters' own: redis_exporter (``redis_*``), postgres_exporter (``pg_*``) and the
-Locust exporter of ``loadtests/`` (``locust_*``).  Every PromQL expression here is
+Locust exporter of ``sessionbench/loadtests/`` (``locust_*``).  Every PromQL expression here is
 evaluated against a real Prometheus by the tests.
 
 Datasource uids are fixed by ``dashboards/provisioning/datasources/datasources.yml``.
@@ -507,14 +507,14 @@ def overview() -> dashb.Dashboard:
 def load_test() -> dashb.Dashboard:
     """Locust's client-side figures next to the service's server-side ones.
 
-    ``locust_*`` series come from the exporter of ``loadtests/locust_metrics.py`` on the
+    ``locust_*`` series come from the exporter of ``sessionbench/loadtests/locust_metrics.py`` on the
     Locust master (``--prometheus-port``); ``name`` is the request group.
     """
     d = board(
         "sessionbench-loadtest",
         "sessionbench: load test",
-        "A Locust run (loadtests/locustfile.py, master + workers) against the service: what the clients saw "
-        "beside what the service measured.",
+        "A Locust run (sessionbench/loadtests/locustfile.py, master + workers) against the service: what the clients "
+        "saw beside what the service measured.",
         ["locust"],
     )
     d.with_variable(backend_variable(f"{OPERATION_DURATION}_count"))
@@ -654,7 +654,7 @@ def load_test() -> dashb.Dashboard:
 
 
 def conversations() -> dashb.Dashboard:
-    """User analytics over ``chat_sessions`` / ``chat_messages`` (store/migrations/001_initial.sql)."""
+    """User analytics over ``chat_sessions`` / ``chat_messages`` (sessionbench/store/migrations/001_initial.sql)."""
     d = board(
         "sessionbench-conversations",
         "sessionbench: conversation analytics",

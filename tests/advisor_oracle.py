@@ -1,9 +1,9 @@
 """An event-by-event oracle of the hybrid store's cache rules, for the advisor's tests.
 
 Slow and plain on purpose: it walks the trace one event at a time with dictionaries, so
-the vectorised curves (:mod:`bench.advisor.curves`) and the maxmemory simulator
-(:mod:`bench.advisor.lru`) are checked against a second, independent statement of the
-rules (``store/backends/hybrid/*.lua``): populate only on a read miss without
+the vectorised curves (:mod:`sessionbench.bench.advisor.curves`) and the maxmemory simulator
+(:mod:`sessionbench.bench.advisor.lru`) are checked against a second, independent statement of the
+rules (``sessionbench/store/backends/hybrid/*.lua``): populate only on a read miss without
 ``before_seq`` of a session with messages; appends extend, never create; sliding TTL
 refreshed by reads and extends; a hash whose list is gone is dropped, not served.
 """
@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from store.accesslog import TraceEvent
+from sessionbench.store.accesslog import TraceEvent
 
 US = 1_000_000
 NO_ANCHOR = (1 << 43) - 1

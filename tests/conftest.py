@@ -1,6 +1,6 @@
 """Shared fixtures: real PostgreSQL and Redis for the whole session, clean state per test.
 
-Servers come from :mod:`bench.servers`: embedded by default, ``DATABASE_URL`` /
+Servers come from :mod:`sessionbench.bench.servers`: embedded by default, ``DATABASE_URL`` /
 ``REDIS_URL`` to use existing ones, ``SESSIONBENCH_SERVERS=docker`` for
 testcontainers.  A server that cannot be started fails the run; it is never
 skipped silently.
@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from bench.servers import (
+from sessionbench.bench.servers import (
     EmbeddedPgBouncer,
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -28,8 +28,8 @@ from bench.servers import (
     find_pgbouncer,
     open_servers,
 )
-from store import SessionStore, open_store
-from store.tasks import stop_task
+from sessionbench.store import SessionStore, open_store
+from sessionbench.store.tasks import stop_task
 
 
 @pytest.fixture(scope="session")
@@ -241,7 +241,7 @@ def result_dir(root: Path) -> Path:
 
 @pytest.fixture
 async def _stop_leftover_tasks() -> AsyncIterator[None]:
-    """After an async test, stop the tasks it left in its loop within a bound (store/tasks.py).
+    """After an async test, stop the tasks it left in its loop within a bound (sessionbench/store/tasks.py).
 
     pytest-asyncio's runner cancels leftover tasks once and waits for them without a limit; a
     task that survives the cancel (redis-py can swallow one) or a test interrupted by

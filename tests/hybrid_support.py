@@ -2,7 +2,7 @@
 cache entries straight from Redis, and record what it reports.
 
 Nothing here fakes a server: stores talk to the session's PostgreSQL and Redis.
-The cache layout read here is the public one of :mod:`store.backends.hybrid.keys`:
+The cache layout read here is the public one of :mod:`sessionbench.store.backends.hybrid.keys`:
 ``{prefix}:{<sid>}:m`` (list of JSON messages), ``:h`` (hash: last, owner, epoch) and
 ``:l`` (populate lease); the current epoch is the store's (``store.sync.epoch``).
 """
@@ -18,10 +18,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from store.backends.hybrid import HybridStore, KeyLayout, create_redis, decode_entries
-from store.backends.postgres import PostgresStore, create_pool, migrate
-from store.models import CacheResult, Message
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.store.backends.hybrid import HybridStore, KeyLayout, create_redis, decode_entries
+from sessionbench.store.backends.postgres import PostgresStore, create_pool, migrate
+from sessionbench.store.models import CacheResult, Message
+from sessionbench.store.settings import CacheSettings, RedisSettings
 
 
 @dataclass

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.advisor import curves, lru, parse
-from bench.advisor import summary as sm
-from bench.advisor import validate as vd
-from bench.advisor.command import render
-from bench.cli import main
-from bench.harness.workload import Workload, generate
-from bench.servers import Servers
-from store.accesslog import TraceEvent, TraceFormatError, read_trace, write_trace
+from sessionbench.bench.advisor import curves, lru, parse
+from sessionbench.bench.advisor import summary as sm
+from sessionbench.bench.advisor import validate as vd
+from sessionbench.bench.advisor.command import render
+from sessionbench.bench.cli import main
+from sessionbench.bench.harness.workload import Workload, generate
+from sessionbench.bench.servers import Servers
+from sessionbench.store.accesslog import TraceEvent, TraceFormatError, read_trace, write_trace
 from tests.advisor_oracle import simulate, simulate_exact_lru
 
 LONG = os.environ.get("SESSIONBENCH_LONG", "") not in ("", "0")

@@ -2,7 +2,7 @@
 
 The adapter is checked differentially: the same seeded random sequence of
 ``get_items(limit)`` / ``add_items`` / ``pop_item`` / ``clear_session`` calls runs on the
-SDK's own ``SQLiteSession`` and on :class:`store.integrations.agents.StoreSession` over
+SDK's own ``SQLiteSession`` and on :class:`sessionbench.store.integrations.agents.StoreSession` over
 each backend, and every result must be equal, step by step.  The hybrid tests prove
 that no cache entry ever serves a popped message, including when the append that
 wrote it reaches Redis only after the pop, and when the popping process cannot reach
@@ -23,11 +23,11 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from store import NewMessage, SessionNotFound, SessionStore, ValidationError, open_store
-from store.backends.hybrid import HybridStore, create_redis
-from store.backends.postgres import PostgresStore, create_pool, migrate
-from store.instrumentation.wrapper import InstrumentedStore
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.store import NewMessage, SessionNotFound, SessionStore, ValidationError, open_store
+from sessionbench.store.backends.hybrid import HybridStore, create_redis
+from sessionbench.store.backends.postgres import PostgresStore, create_pool, migrate
+from sessionbench.store.instrumentation.wrapper import InstrumentedStore
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import open_hybrid
 from tests.optional_extras import require
 from tests.test_roundtrips import WireCounter
@@ -323,7 +323,7 @@ def random_item(rng: random.Random) -> dict[str, Any]:
 
 async def test_store_session_satisfies_the_sdk_protocol(sdk: Any, memory_store: SessionStore) -> None:
     """StoreSession passes the SDK's runtime Session check and maps any session id to a store UUID."""
-    from store.integrations.agents import NAMESPACE, StoreSession, store_session_id
+    from sessionbench.store.integrations.agents import NAMESPACE, StoreSession, store_session_id
 
     session = StoreSession("user-123", memory_store)
     assert isinstance(session, sdk.memory.Session)
@@ -336,7 +336,7 @@ async def test_store_session_satisfies_the_sdk_protocol(sdk: Any, memory_store: 
 
 async def test_every_kind_of_item_round_trips_losslessly(sdk: Any, store: SessionStore) -> None:
     """Items of every kind come back equal to what was added, from PostgreSQL and from the cache alike."""
-    from store.integrations.agents import ITEM_KEY, StoreSession
+    from sessionbench.store.integrations.agents import ITEM_KEY, StoreSession
 
     rng = random.Random(7)
     items = [random_item(rng) for _ in range(60)]
@@ -353,7 +353,7 @@ async def test_every_kind_of_item_round_trips_losslessly(sdk: Any, store: Sessio
 
 async def test_an_oversized_item_is_refused_before_anything_is_written(sdk: Any, store: SessionStore) -> None:
     """An item beyond the store's content limit raises ValidationError naming it, and no item of the call is stored."""
-    from store.integrations.agents import StoreSession
+    from sessionbench.store.integrations.agents import StoreSession
 
     session = StoreSession(new_sid(), store, batch_size=2)
     items = [{"role": "user", "content": "fine"}] * 5 + [{"role": "user", "content": "x" * 70_000}]
@@ -368,7 +368,7 @@ async def test_an_oversized_item_is_refused_before_anything_is_written(sdk: Any,
 
 async def _differential(sdk: Any, store: SessionStore, seed: int, steps: int) -> dict[str, int]:
     """Run ``steps`` random calls on SQLiteSession and StoreSession pairs; assert every result is equal."""
-    from store.integrations.agents import StoreSession
+    from sessionbench.store.integrations.agents import StoreSession
 
     rng = random.Random(seed)
     settings = [None, {"limit": 4}]  # a dict, as the SDK also accepts
@@ -446,7 +446,7 @@ class _ScriptedModel:
 
 async def test_the_sdk_runner_keeps_tool_calls_in_the_store(sdk: Any, hybrid_store: SessionStore) -> None:
     """Runner.run with a StoreSession on the hybrid stores the items SQLiteSession stores, tool calls included."""
-    from store.integrations.agents import StoreSession
+    from sessionbench.store.integrations.agents import StoreSession
 
     sdk.set_tracing_disabled(True)
 

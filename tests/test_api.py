@@ -20,12 +20,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.servers import EmbeddedPostgres, EmbeddedRedis
-from store.accesslog import read_trace
-from store.http import AccessLog, ServiceSettings, create_app, openapi_document
-from store.http.middleware import _Edge
-from store.instrumentation.metrics import Metrics
-from store.settings import Settings
+from sessionbench.bench.servers import EmbeddedPostgres, EmbeddedRedis
+from sessionbench.store.accesslog import read_trace
+from sessionbench.store.http import AccessLog, ServiceSettings, create_app, openapi_document
+from sessionbench.store.http.middleware import _Edge
+from sessionbench.store.instrumentation.metrics import Metrics
+from sessionbench.store.settings import Settings
 
 ALICE = {"Authorization": "Bearer dev-alice"}
 BOB = {"Authorization": "Bearer dev-bob"}
@@ -381,8 +381,10 @@ async def test_access_log_records_trace_events_without_ids_or_contents(settings:
 
 
 def test_committed_openapi_schema_is_current() -> None:
-    """The committed store/http/openapi.json equals the schema the app serves (regenerate: see Makefile openapi)."""
-    committed = (Path(__file__).parents[1] / "store" / "http" / "openapi.json").read_text(encoding="utf-8")
+    """The committed openapi.json equals the schema the app serves (regenerate: see Makefile openapi)."""
+    committed = (Path(__file__).parents[1] / "sessionbench" / "store" / "http" / "openapi.json").read_text(
+        encoding="utf-8"
+    )
     assert committed == openapi_document()
 
 
@@ -407,7 +409,7 @@ def test_serve_starts_says_how_and_stops_cleanly_on_ctrl_c() -> None:
     """`sessionbench serve` prints backend, auth mode and URL, answers, and exits 0 after SIGINT."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONSTORE_", "OTEL_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "serve", "--backend", "memory", "--port", "0"],
+        [sys.executable, "-m", "sessionbench.bench.cli", "serve", "--backend", "memory", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
     )  # fmt: skip
     try:
@@ -436,8 +438,8 @@ def test_serve_starts_says_how_and_stops_cleanly_on_ctrl_c() -> None:
 
 def test_serve_refuses_a_non_loopback_bind_without_tokens() -> None:
     """Binding beyond 127.0.0.1 with no tokens configured is refused before anything starts."""
-    from bench.cli import build_parser
-    from bench.service.serve import run
+    from sessionbench.bench.cli import build_parser
+    from sessionbench.bench.service.serve import run
 
     args = build_parser().parse_args(["serve", "--backend", "memory", "--host", "0.0.0.0"])  # noqa: S104 - never bound
     with pytest.raises(ValueError, match="no bearer tokens configured"):

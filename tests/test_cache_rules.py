@@ -1,4 +1,4 @@
-"""The Python statement of the cache rules (store/backends/hybrid/rules.py) equals the Lua scripts.
+"""The Python statement of the cache rules (sessionbench/store/backends/hybrid/rules.py) equals the Lua scripts.
 
 Seeded random sequences of script calls (reads with and without leases, owners,
 ``before_seq`` and odd limits; appends that follow, overlap or leave gaps; populates with
@@ -19,7 +19,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from store.backends.hybrid import CacheModel, KeyLayout, scripts, servable
+from sessionbench.store.backends.hybrid import CacheModel, KeyLayout, scripts, servable
 
 SIZE = 4
 TTL_MS = 60_000

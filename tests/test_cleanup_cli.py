@@ -9,9 +9,9 @@ import uuid
 import asyncpg
 import pytest
 
-from bench.cli import main
-from bench.service.cleanup import parse_duration
-from store import open_store
+from sessionbench.bench.cli import main
+from sessionbench.bench.service.cleanup import parse_duration
+from sessionbench.store import open_store
 
 
 def test_parse_duration_units() -> None:

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from bench.servers import EmbeddedRedisCluster
-from store import open_store
-from store.backends.hybrid import HybridStore
+from sessionbench.bench.servers import EmbeddedRedisCluster
+from sessionbench.store import open_store
+from sessionbench.store.backends.hybrid import HybridStore
 
 pytestmark = pytest.mark.faults
 

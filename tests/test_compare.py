@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import build_parser, main
-from bench.harness import compare, report
-from bench.harness.results import ResultFile
-from bench.servers import Servers
+from sessionbench.bench.cli import build_parser, main
+from sessionbench.bench.harness import compare, report
+from sessionbench.bench.harness.results import ResultFile
+from sessionbench.bench.servers import Servers
 from tests.conftest import result_dir
 
 V1_RESULT = Path(__file__).parent / "data" / "compare_result_v1.json"
@@ -125,7 +125,7 @@ def test_closed_model_with_clients(external: Servers, tmp_path: Path, capsys: py
 def test_a_missing_seed_baseline_is_skipped_with_a_note(
     external: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without bench/baselines/seed_naive.py the seed column is dropped and a note says why."""
+    """Without sessionbench/bench/baselines/seed_naive.py the seed column is dropped and a note says why."""
     monkeypatch.setattr(compare, "seed_available", lambda: False)
     argv = ["compare", "--configs", "memory,seed", "--duration", "0.3", "--servers", "external",
             "--output", str(tmp_path), "--no-progress", "--no-html"]  # fmt: skip
@@ -282,7 +282,7 @@ def test_generator_check_reports_capacity_far_above_the_default_rate_at_little_c
     """The no-op generator schedules far more than the default workload needs, using under half a core for it."""
     import asyncio
 
-    from bench.harness.workload import Workload
+    from sessionbench.bench.harness.workload import Workload
 
     figures = asyncio.run(compare.generator_check(Workload(duration=1.5), events=20_000))
     assert figures["capacity_operations"] == 20_000
@@ -306,7 +306,7 @@ def test_html_draws_no_plot_of_identical_throughput_lines(tmp_path: Path) -> Non
 
 def test_every_metric_of_the_registry_is_defined_once_with_a_unit_and_a_direction() -> None:
     """Registry names are unique, every unit has a format, and the gated metrics carry repeated samples."""
-    from bench.harness.metrics import FORMATS, REGISTRY
+    from sessionbench.bench.harness.metrics import FORMATS, REGISTRY
 
     names = [m.name for m in REGISTRY]
     assert len(names) == len(set(names))

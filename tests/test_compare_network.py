@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.harness import compare, report
-from bench.harness.results import ResultFile
-from bench.harness.topology import Network
-from bench.harness.workload import Workload
-from bench.servers import EmbeddedPgBouncer, Servers
+from sessionbench.bench.cli import main
+from sessionbench.bench.harness import compare, report
+from sessionbench.bench.harness.results import ResultFile
+from sessionbench.bench.harness.topology import Network
+from sessionbench.bench.harness.workload import Workload
+from sessionbench.bench.servers import EmbeddedPgBouncer, Servers
 from tests.conftest import result_dir
 
 
@@ -143,7 +143,7 @@ def test_help_names_the_network_options() -> None:
     """compare --help documents the RTT, jitter, topology, pooler, sweep and check options with units."""
     import argparse
 
-    from bench.cli import build_parser
+    from sessionbench.bench.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     text = sub.choices["compare"].format_help()

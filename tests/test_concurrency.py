@@ -22,8 +22,8 @@ import uuid
 import asyncpg
 import redis.asyncio as aioredis
 
-from store.models import Message, NewMessage
-from store.settings import CacheSettings
+from sessionbench.store.models import Message, NewMessage
+from sessionbench.store.settings import CacheSettings
 from tests.hybrid_support import CacheEntry, RecordingEvents, open_hybrid, read_cache_entries
 
 SESSIONS = 4

@@ -19,13 +19,13 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from store import StoreClosed, StoreUnavailable, open_store
-from store.backends.hybrid import HybridStore, create_redis
-from store.backends.postgres import PostgresStore, create_pool
-from store.events import StoreEvents
-from store.http import ServiceSettings, create_app
-from store.protocol import SessionStore
-from store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
+from sessionbench.store import StoreClosed, StoreUnavailable, open_store
+from sessionbench.store.backends.hybrid import HybridStore, create_redis
+from sessionbench.store.backends.postgres import PostgresStore, create_pool
+from sessionbench.store.events import StoreEvents
+from sessionbench.store.http import ServiceSettings, create_app
+from sessionbench.store.protocol import SessionStore
+from sessionbench.store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 H = {"Authorization": "Bearer dev-alice"}
@@ -249,7 +249,7 @@ def readme_timeouts() -> dict[str, tuple[float, str]]:
 
 def test_readme_timeout_table_matches_the_settings() -> None:
     """The README's Reliability timeout table lists every time-valued setting with its real default and variable."""
-    from store.settings import _ENV_KEYS
+    from sessionbench.store.settings import _ENV_KEYS
 
     env_of = {name: key for key, name in _ENV_KEYS.items()}
     actual = timeout_settings()
@@ -272,9 +272,9 @@ def test_timeout_defaults_are_sane() -> None:
 
 
 def test_no_hard_coded_timeouts_in_the_store() -> None:
-    """No call in ``store/`` passes a literal number as a timeout: they all come from settings."""
+    """No call in ``sessionbench/store/`` passes a literal number as a timeout: they all come from settings."""
     offenders = []
-    for path in sorted((ROOT / "store").rglob("*.py")):
+    for path in sorted((ROOT / "sessionbench" / "store").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from store import Message, NewMessage, SessionNotFound, SessionStore, ValidationError
+from sessionbench.store import Message, NewMessage, SessionNotFound, SessionStore, ValidationError
 
 MESSAGE_KEYS_ORDER = ("session_id", "seq", "role", "content", "created_at", "metadata")
 MESSAGE_KEYS = set(MESSAGE_KEYS_ORDER)

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.harness.relay import Relay, target_of
-from bench.servers import Servers
-from store import SessionStore, open_store
+from sessionbench.bench.harness.relay import Relay, target_of
+from sessionbench.bench.servers import Servers
+from sessionbench.store import SessionStore, open_store
 from tests.test_contract import *  # noqa: F403 - the contract's tests, run here on the relayed stores below
 
 RELAYED = ("postgres", "hybrid")

@@ -9,7 +9,7 @@
   return data.  Expressions over exporters are recognised by their metric prefix: they
   are validated when the exporter runs here (redis_exporter and postgres_exporter when
   their binaries are installed, on the same servers; a short headless Locust with its
-  Prometheus exporter when ``loadtests/`` has one) and listed in a skip reason otherwise.
+  Prometheus exporter when ``sessionbench/loadtests/`` has one) and listed in a skip reason otherwise.
 * Every SQL panel of the conversation-analytics dashboard runs on the real schema.
 
 Without the Prometheus binaries the real-scrape tests are skipped with a reason,
@@ -40,7 +40,7 @@ import httpx
 import pytest
 import yaml
 
-from bench.servers import Servers, free_port
+from sessionbench.bench.servers import Servers, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = ROOT / "dashboards" / "grafana"
@@ -222,8 +222,12 @@ def test_dashboards_use_only_provisioned_datasources_and_have_a_backend_variable
 
 def test_every_store_metric_the_dashboards_read_is_one_the_store_declares() -> None:
     """Dashboards and rules read only the sessionstore_* names the store declares, or recorded series."""
-    declared = set(re.findall(r'"(sessionstore_\w+)"', (ROOT / "store" / "instrumentation" / "metrics.py").read_text()))
-    assert declared, "store/instrumentation/metrics.py declares no sessionstore_* metric"
+    declared = set(
+        re.findall(
+            r'"(sessionstore_\w+)"', (ROOT / "sessionbench" / "store" / "instrumentation" / "metrics.py").read_text()
+        )
+    )
+    assert declared, "sessionbench/store/instrumentation/metrics.py declares no sessionstore_* metric"
     recorded = {rule["record"] for rule in rules() if "record" in rule}
     suffixes = ("_bucket", "_count", "_sum")
     for expr in dashboard_expressions() + rule_expressions():
@@ -232,7 +236,9 @@ def test_every_store_metric_the_dashboards_read_is_one_the_store_declares() -> N
                 assert name in recorded, f"{expr.where}: {name} is not a recording rule"
             elif name.startswith("sessionstore_"):
                 base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
-                assert base in declared, f"{expr.where}: {name} is not declared in store/instrumentation/metrics.py"
+                assert base in declared, (
+                    f"{expr.where}: {name} is not declared in sessionbench/store/instrumentation/metrics.py"
+                )
 
 
 def _binary(name: str) -> str:
@@ -349,17 +355,21 @@ def _wait(check: Any, what: str, timeout: float, procs: dict[str, subprocess.Pop
 
 
 def _require_service_modules() -> None:
-    missing = [m for m in ("store.http.app", "bench.service.serve") if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("sessionbench.store.http.app", "sessionbench.bench.service.serve")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         pytest.fail(f"the real-scrape test needs the HTTP service; missing modules: {missing}")
 
 
 def _locust_present() -> str | None:
     """None when a Locust Prometheus exporter is available here, else why not."""
-    if not (ROOT / "loadtests" / "locust_metrics.py").is_file():
-        return "loadtests/locust_metrics.py (the Locust Prometheus exporter) does not exist"
-    if not (ROOT / "loadtests" / "locustfile.py").is_file():
-        return "loadtests/locustfile.py does not exist"
+    if not (ROOT / "sessionbench" / "loadtests" / "locust_metrics.py").is_file():
+        return "sessionbench/loadtests/locust_metrics.py (the Locust Prometheus exporter) does not exist"
+    if not (ROOT / "sessionbench" / "loadtests" / "locustfile.py").is_file():
+        return "sessionbench/loadtests/locustfile.py does not exist"
     if importlib.util.find_spec("locust") is None:
         return "locust is not installed"
     return None
@@ -423,7 +433,16 @@ def scrape(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             env = {**base_env, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
             if name == "redis-down":
                 env["REDIS_URL"] = dead_redis
-            argv = [sys.executable, "-m", "bench.cli", "serve", "--servers", "external", "--backend", "hybrid"]
+            argv = [
+                sys.executable,
+                "-m",
+                "sessionbench.bench.cli",
+                "serve",
+                "--servers",
+                "external",
+                "--backend",
+                "hybrid",
+            ]
             start(name, [*argv, "--host", "127.0.0.1", "--port", str(port)], env)
         for name, port in ports.items():
             _wait(
@@ -587,7 +606,7 @@ def _sql(raw: str) -> str:
 
 async def test_conversation_panels_run_on_the_real_schema(database_url: str) -> None:
     """Every SQL panel runs on the migrated schema and returns rows for a small, known history."""
-    from store import open_store
+    from sessionbench.store import open_store
 
     store = await open_store("postgres", database_url=database_url)  # applies the migrations
     await store.close()

@@ -1,5 +1,5 @@
 """The ``pdf`` export format: every message's text is in the PDF (read back with pypdf), on every
-backend and over HTTP; ``import store`` does not import ReportLab; a server without the extra
+backend and over HTTP; ``import sessionbench.store`` does not import ReportLab; a server without the extra
 answers a readable 422.  Skipped without the ``pdf`` extra and pypdf (failed under CI=true).
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from store import NewMessage, SessionNotFound, SessionStore, ValidationError, open_store
-from store.settings import Settings
+from sessionbench.store import NewMessage, SessionNotFound, SessionStore, ValidationError, open_store
+from sessionbench.store.settings import Settings
 from tests.optional_extras import require
 from tests.test_api import ALICE, serve
 
@@ -140,7 +140,8 @@ def test_import_store_does_not_import_the_pdf_library() -> None:
     """Importing the store, and exporting as text, never imports ReportLab (it is loaded for pdf only)."""
     code = (
         "import asyncio, sys, uuid\n"
-        "import store, store.export, store.backends.memory, store.http\n"
+        "import sessionbench.store as store, sessionbench.store.export, sessionbench.store.backends.memory\n"
+        "import sessionbench.store.http\n"
         "async def main():\n"
         "    s = await store.open_store('memory')\n"
         "    sid = str(uuid.uuid4())\n"

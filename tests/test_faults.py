@@ -1,4 +1,4 @@
-"""Faults under load lose nothing acknowledged and serve nothing stale (bench/faults.py: load, ledger, checks).
+"""Faults under load lose nothing acknowledged and serve nothing stale (bench/reliability/faults.py: load, checks).
 
 Short by default (part of ``make test``); ``SESSIONBENCH_LONG=1`` runs longer loads and outages.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.reliability.cycles import format_store_cycles, run_store_cycles, schedule
-from bench.reliability.faults import (
+from sessionbench.bench.reliability.cycles import format_store_cycles, run_store_cycles, schedule
+from sessionbench.bench.reliability.faults import (
     Ledger,
     LoadOptions,
     PostgresRestart,
@@ -30,9 +30,9 @@ from bench.reliability.faults import (
     run_fault,
     stale_reason,
 )
-from bench.servers import EmbeddedPostgres, EmbeddedRedis
-from bench.service.process import ServiceProcess
-from store import RedisSettings, open_store
+from sessionbench.bench.servers import EmbeddedPostgres, EmbeddedRedis
+from sessionbench.bench.service.process import ServiceProcess
+from sessionbench.store import RedisSettings, open_store
 
 pytestmark = pytest.mark.faults
 
@@ -74,7 +74,7 @@ def postgres_server(embedded_postgres: EmbeddedPostgres) -> Iterator[EmbeddedPos
 
 
 def assert_nothing_lost_or_stale(report: object) -> None:
-    from bench.reliability.faults import FaultReport
+    from sessionbench.bench.reliability.faults import FaultReport
 
     assert isinstance(report, FaultReport)
     print("\n" + format_reports([report]))
@@ -87,7 +87,7 @@ def assert_nothing_lost_or_stale(report: object) -> None:
 
 def assert_cache_fault_contract(report: object) -> None:
     """Rule 5: writes keep succeeding, reads fall back, the breaker opens and closes, the cache serves again."""
-    from bench.reliability.faults import FaultReport
+    from sessionbench.bench.reliability.faults import FaultReport
 
     assert isinstance(report, FaultReport)
     assert_nothing_lost_or_stale(report)

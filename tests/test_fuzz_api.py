@@ -32,8 +32,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from store.http import ServiceSettings, create_app
-from store.settings import Settings
+from sessionbench.store.http import ServiceSettings, create_app
+from sessionbench.store.settings import Settings
 
 AUTH = {"Authorization": "Bearer dev-fuzz"}
 CHECKS = [not_a_server_error, content_type_conformance, response_headers_conformance, response_schema_conformance]

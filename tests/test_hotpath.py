@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from bench.cli import main
-from bench.harness import hotpath
-from bench.servers import Servers
+from sessionbench.bench.cli import main
+from sessionbench.bench.harness import hotpath
+from sessionbench.bench.servers import Servers
 
 
 async def test_every_operation_is_paired_with_its_floor(database_url: str, redis_url: str) -> None:
@@ -30,7 +30,7 @@ def test_other_redis_clients_read_the_same_window_as_redis_py(servers: Servers) 
     In a child process: once glide is imported, hypothesis's scan of loaded modules trips over
     its deprecated lazy attributes (DeprecationWarning, an error in this suite)."""
     env = {**os.environ, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url}
-    argv = [sys.executable, "-m", "bench.cli", "hotpath", "--servers", "external", "--histories", "20,200",
+    argv = [sys.executable, "-m", "sessionbench.bench.cli", "hotpath", "--servers", "external", "--histories", "20,200",
             "--rounds", "2", "--block", "10", "--redis-clients"]  # fmt: skip
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stderr

@@ -1,4 +1,4 @@
-"""The HTTP package's boundaries: `import store` stays free of the web stack; store/http uses public store API."""
+"""The HTTP package's boundaries: the store stays free of the web stack; its http package uses the public store API."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import httpx
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 
-from store.http import ServiceSettings, create_app
-from store.settings import Settings
+from sessionbench.store.http import ServiceSettings, create_app
+from sessionbench.store.settings import Settings
 
-HTTP_DIR = Path(__file__).parents[1] / "store" / "http"
+HTTP_DIR = Path(__file__).parents[1] / "sessionbench" / "store" / "http"
 WEB_STACK = ("fastapi", "starlette", "pydantic", "pydantic_core", "uvicorn")
 
 
@@ -28,24 +28,24 @@ def _top_level_modules_after(statement: str) -> set[str]:
 
 
 def test_import_store_loads_no_web_framework() -> None:
-    """``import store`` imports neither FastAPI, Starlette, pydantic nor uvicorn (nor store.http)."""
-    loaded = _top_level_modules_after("import store")
-    assert "store" in loaded
+    """``import sessionbench.store`` imports neither FastAPI, Starlette, pydantic nor uvicorn (nor its http)."""
+    loaded = _top_level_modules_after("import sessionbench.store")
+    assert "sessionbench" in loaded
     assert not loaded & set(WEB_STACK), sorted(loaded & set(WEB_STACK))
-    code = "import store, sys; print('store.http' in sys.modules)"
+    code = "import sessionbench.store, sys; print('sessionbench.store.http' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_import_store_http_loads_fastapi_but_not_uvicorn() -> None:
     """The service package needs FastAPI but not the server that runs it (only ``sessionbench serve`` does)."""
-    loaded = _top_level_modules_after("import store.http")
+    loaded = _top_level_modules_after("import sessionbench.store.http")
     assert "fastapi" in loaded
     assert "uvicorn" not in loaded
 
 
 def test_store_http_reads_no_private_attribute_of_another_object() -> None:
-    """No module in store/http reads an ``_``-prefixed attribute except on ``self``, nor reaches through ``.inner``."""
+    """No module of the store's http package reads another object's ``_``-prefixed attribute or uses ``.inner``."""
     offending: list[str] = []
     modules = sorted(HTTP_DIR.glob("*.py"))
     assert len(modules) >= 10  # the package is split into its concerns

@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator, Awaitable
 import asyncpg
 import pytest
 
-from bench.servers import EmbeddedRedis
-from store.backends.hybrid import CircuitBreaker, HybridStore
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.bench.servers import EmbeddedRedis
+from sessionbench.store.backends.hybrid import CircuitBreaker, HybridStore
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents, open_hybrid
 
 pytestmark = pytest.mark.faults

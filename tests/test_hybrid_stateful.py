@@ -36,11 +36,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from redis.asyncio.cluster import RedisCluster
 
-from bench.servers import EmbeddedRedis, EmbeddedRedisCluster, Servers
-from store.backends.hybrid import HybridStore, create_redis
-from store.backends.postgres import PostgresStore, create_pool, migrate
-from store.models import Message, NewMessage
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.bench.servers import EmbeddedRedis, EmbeddedRedisCluster, Servers
+from sessionbench.store.backends.hybrid import HybridStore, create_redis
+from sessionbench.store.backends.postgres import PostgresStore, create_pool, migrate
+from sessionbench.store.models import Message, NewMessage
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents, cache_keys, read_cache_entries
 
 T = TypeVar("T")

@@ -22,11 +22,11 @@ import pytest
 from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, generate_latest
 
-from store.backends.postgres import PostgresStore, create_pool
-from store.http import Authenticator, ServiceSettings, create_app
-from store.http.middleware import _Edge
-from store.instrumentation.metrics import Metrics
-from store.settings import Settings
+from sessionbench.store.backends.postgres import PostgresStore, create_pool
+from sessionbench.store.http import Authenticator, ServiceSettings, create_app
+from sessionbench.store.http.middleware import _Edge
+from sessionbench.store.instrumentation.metrics import Metrics
+from sessionbench.store.settings import Settings
 
 # user names that cannot occur by chance in metric names, label values or log text
 OWNER, INTRUDER = "ownerqzx", "intruderqzx"

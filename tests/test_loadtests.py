@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-import loadtests
-from bench.cli import build_parser, main
-from bench.harness import runner, workload
-from bench.servers import Servers, free_port
-from bench.service import loadtest
-from bench.service.process import ServiceProcess
-from loadtests import chat_model, fallback
-from loadtests import thresholds as th
+from sessionbench import loadtests
+from sessionbench.bench.cli import build_parser, main
+from sessionbench.bench.harness import runner, workload
+from sessionbench.bench.servers import Servers, free_port
+from sessionbench.bench.service import loadtest
+from sessionbench.bench.service.process import ServiceProcess
+from sessionbench.loadtests import chat_model, fallback
+from sessionbench.loadtests import thresholds as th
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = loadtest.locustfile()  # what `sessionbench loadtest --locustfile` prints
@@ -79,7 +79,7 @@ def _outcome(cls: Any, **fields: Any) -> tuple[str, Any]:
 
 def test_locust_user_runs_the_project_model() -> None:
     """With the project installed, chat_model's Workload, draws and message text are bench's own, not the copy."""
-    assert chat_model.SOURCE == "bench.harness.workload"
+    assert chat_model.SOURCE == "sessionbench.bench.harness.workload"
     assert chat_model.Workload is workload.Workload
     w = workload.Workload(think_time_median=12.0, time_compression=60.0)
     model = chat_model.ChatModel(w, think_scale=2.0)
@@ -181,7 +181,7 @@ def test_shapes_follow_their_schedules() -> None:
     """Each load shape's user count over time (ramp, steps, spike, soak) and its end are as documented."""
     code = (
         "import json\n"
-        "from loadtests import shapes\n"
+        "from sessionbench.loadtests import shapes\n"
         "r = shapes.build('ramp', peak=10, ramp_up=10, ramp_down=5, duration=40)\n"
         "s = shapes.build('steps', peak=10, step_users=3, step_time=5)\n"
         "k = shapes.build('spike', peak=50, spike_base=5, spike_at=10, spike_length=5)\n"
@@ -288,7 +288,7 @@ def test_headless_run_against_service(service: ServiceProcess, tmp_path: Path) -
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, output[-3000:]
-    assert "workload model from bench.harness.workload" in output
+    assert "workload model from sessionbench.bench.harness.workload" in output
     data = json.loads(summary.read_text())
     assert data["total"]["count"] > 0
     assert data["total"]["failures"] == 0
@@ -320,12 +320,12 @@ def test_bad_workload_override_stops_before_any_user(service: ServiceProcess) ->
 
 
 def test_locustfile_runs_on_a_bare_locust_machine(service: ServiceProcess, tmp_path: Path) -> None:
-    """The folder copied alone, with bench and store not importable, runs on the fallback model without failures."""
+    """The folder copied alone, with sessionbench not importable, runs on the fallback model without failures."""
     copy = tmp_path / "loadtests"
     shutil.copytree(LOCUSTFILE.parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
     code = (
         "import sys\n"
-        "sys.modules['bench'] = None; sys.modules['store'] = None  # imports of them now fail\n"
+        "sys.modules['sessionbench'] = None  # imports of it now fail\n"
         "from locust.main import main\n"
         f"sys.argv = ['locust', '-f', 'loadtests/locustfile.py', '--headless', '--only-summary',\n"
         f"            '--host', {service.url!r}, '-u', '2', '-r', '2', '-t', '3s', '--max-fail-ratio', '0',\n"

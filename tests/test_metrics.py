@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from store import SessionNotFound, ValidationError, open_store
-from store.instrumentation.metrics import DURATION_BUCKETS, Metrics, PrometheusEvents
-from store.instrumentation.wrapper import InstrumentedStore
+from sessionbench.store import SessionNotFound, ValidationError, open_store
+from sessionbench.store.instrumentation.metrics import DURATION_BUCKETS, Metrics, PrometheusEvents
+from sessionbench.store.instrumentation.wrapper import InstrumentedStore
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:

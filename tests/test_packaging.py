@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -66,11 +67,23 @@ def test_the_core_install_brings_only_the_stores_dependencies(core: Path) -> Non
     assert len(names) <= 14, names
 
 
+def test_the_wheel_installs_one_import_name(wheel: Path, core: Path, tmp_path: Path) -> None:
+    """Everything is under ``sessionbench/``: no generic top-level ``store``, ``bench`` or ``loadtests``."""
+    with zipfile.ZipFile(wheel) as whl:
+        tops = {name.split("/")[0] for name in whl.namelist() if not name.split("/")[0].endswith(".dist-info")}
+        assert "sessionbench/loadtests/locustfile.py" in whl.namelist()
+    assert tops == {"sessionbench"}, tops
+    for name in ("store", "bench", "loadtests"):
+        tried = _run(core / "python", "-c", f"import {name}", cwd=tmp_path)
+        assert tried.returncode == 1, name
+        assert f"No module named '{name}'" in tried.stderr, tried.stderr
+
+
 def test_the_core_install_runs_the_store_and_explains_the_harness_extra(core: Path, tmp_path: Path) -> None:
-    """import store works (memory round trip, no FastAPI loaded) and sessionbench names the extra it needs."""
+    """sessionbench.store works (memory round trip, no FastAPI loaded) and sessionbench names the extra it needs."""
     script = (
         "import asyncio, sys\n"
-        "from store import open_store\n"
+        "from sessionbench.store import open_store\n"
         "async def main():\n"
         "    async with await open_store('memory') as s:\n"
         "        await s.add_message('00000000-0000-4000-8000-000000000001', 'user', 'hi')\n"

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from bench.harness import compare, peers, report, results
-from bench.harness.peers import PEERS, Peer, PsycopgRoundTrips, open_peer, window
-from bench.harness.results import DriverCallCounter, ResultFile, RunRecord
-from bench.harness.runner import RunOptions, run_closed, run_open
-from bench.harness.workload import Workload, generate
-from bench.servers import Servers
-from store.accesslog import TraceEvent
-from store.settings import Settings
+from sessionbench.bench.harness import compare, peers, report, results
+from sessionbench.bench.harness.peers import PEERS, Peer, PsycopgRoundTrips, open_peer, window
+from sessionbench.bench.harness.results import DriverCallCounter, ResultFile, RunRecord
+from sessionbench.bench.harness.runner import RunOptions, run_closed, run_open
+from sessionbench.bench.harness.workload import Workload, generate
+from sessionbench.bench.servers import Servers
+from sessionbench.store.accesslog import TraceEvent
+from sessionbench.store.settings import Settings
 
 MISSING = peers.missing_packages()
 TTL = Settings().cache.ttl  # the hybrid column's cache TTL in traffic seconds, as compare's default

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import build_parser
-from bench.servers import Servers
+from sessionbench.bench.cli import build_parser
+from sessionbench.bench.servers import Servers
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -90,8 +90,8 @@ def test_the_quick_commands_run(servers: Servers, tmp_path: Path) -> None:
     assert set(RUN) <= {" ".join(_without_env(shlex.split(line))) for line in SHELL_LINES}, "RUN is out of date"
     for line in sorted(RUN):
         words = shlex.split(line)
-        done = subprocess.run([sys.executable, "-m", "bench.cli", *words[1:]], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, check=False)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "sessionbench.bench.cli", *words[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
         assert done.returncode == 0, f"{line}: {done.stderr}"
 
 
@@ -109,7 +109,7 @@ def test_every_python_block_runs_as_written(block: str, servers: Servers, tmp_pa
 
 #: Documents of the team's own that users do not have: the project cites its own docs instead.
 TEAM_NOTES = re.compile(r"\bDESIGN\.md\b|\bSTYLE\.md\b|\bSTYLE §|\.\./shared\b")
-SOURCES = ("store", "bench", "loadtests", "dashboards", "tests", "docs")
+SOURCES = ("sessionbench", "store", "loadtests", "dashboards", "tests", "docs")
 
 
 def test_no_file_points_at_notes_users_do_not_have() -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.harness.regress import compare, load, mann_whitney, merge
+from sessionbench.bench.cli import main
+from sessionbench.bench.harness.regress import compare, load, mann_whitney, merge
 
 OPS = ("append", "read_hit", "turn")
 CONFIGS = {"floor-asyncpg": 1.0, "hybrid": 1.2, "postgres": 2.0, "memory": 0.1}
@@ -167,7 +167,7 @@ V1_RESULT = Path(__file__).parent / "data" / "compare_result_v1.json"
 
 def test_compare_results_are_gated_on_the_registry_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A compare result.json against itself passes; its hybrid reads 60% slower per second fail the gate."""
-    from bench.harness.metrics import REGISTRY
+    from sessionbench.bench.harness.metrics import REGISTRY
 
     scenarios = load(V1_RESULT)
     gated = {m.gate for m in REGISTRY if m.gate}
@@ -196,7 +196,7 @@ def test_compare_results_are_gated_on_the_registry_metrics(tmp_path: Path, capsy
 
 def test_a_v2_result_gives_the_same_scenarios_as_the_v1_file_it_was_read_from(tmp_path: Path) -> None:
     """Re-writing a v1 result in the current format changes no scenario ratio of the gate."""
-    from bench.harness.results import ResultFile
+    from sessionbench.bench.harness.results import ResultFile
 
     v2 = _write(tmp_path / "v2.json", ResultFile.load(V1_RESULT).to_json())
     old, new = load(V1_RESULT), load(v2)

@@ -1,4 +1,4 @@
-"""The latency relay (bench/harness/relay.py): its RTT, order, buffers and counters, and stores through it.
+"""The latency relay (sessionbench/bench/harness/relay.py): its RTT, order, buffers and counters, and stores through it.
 
 Everything runs through real relay processes in front of real servers (an echo server in
 a thread, the session's PostgreSQL and Redis).  Two checks measure time, as the issue asks
@@ -25,14 +25,22 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bench.harness import relay as relay_mod
-from bench.harness.relay import EchoServer, Relay, RelayFigures, late_bucket, ping_pong, self_test, target_of
-from bench.harness.results import RunRecord
-from bench.harness.runner import NoopTarget, RunOptions, run_open
-from bench.servers import Servers
-from store import StoreUnavailable, open_store
-from store.backends.hybrid import CircuitBreaker, HybridStore
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.bench.harness import relay as relay_mod
+from sessionbench.bench.harness.relay import (
+    EchoServer,
+    Relay,
+    RelayFigures,
+    late_bucket,
+    ping_pong,
+    self_test,
+    target_of,
+)
+from sessionbench.bench.harness.results import RunRecord
+from sessionbench.bench.harness.runner import NoopTarget, RunOptions, run_open
+from sessionbench.bench.servers import Servers
+from sessionbench.store import StoreUnavailable, open_store
+from sessionbench.store.backends.hybrid import CircuitBreaker, HybridStore
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents, open_hybrid
 
 

@@ -1,4 +1,4 @@
-"""Resource bounds: the memory backend, Redis memory and cleanup stay bounded (figures from bench/bounds.py)."""
+"""Resource bounds: the memory backend, Redis memory and cleanup stay bounded (figures: bench/reliability/bounds.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import shlex
 import uuid
 from pathlib import Path
 
-from bench.cli import build_parser
-from bench.reliability.bounds import MIB, cleanup_bound, memory_bound, redis_bound
-from store import MemorySettings, open_store
-from store.backends.memory import MemoryStore
+from sessionbench.bench.cli import build_parser
+from sessionbench.bench.reliability.bounds import MIB, cleanup_bound, memory_bound, redis_bound
+from sessionbench.store import MemorySettings, open_store
+from sessionbench.store.backends.memory import MemoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

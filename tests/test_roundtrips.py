@@ -11,7 +11,7 @@ Nothing here trusts what a store says about itself:
   ``EVAL`` fallback, no ``SCRIPT LOAD``).  Commands run *inside* a script are counted
   by Redis as commands too, which is why round trips come from the I/O counters.
 * **PostgreSQL** is counted with asyncpg's ``Connection.add_query_logger`` on every
-  connection of the store's own pool (built by ``store.backends.postgres.create_pool``): every
+  connection of the store's own pool (built by ``sessionbench.store.backends.postgres.create_pool``): every
   query sent is logged.  asyncpg's default reset-on-release query would be one more
   round trip per operation; ``test_pool_release_costs_no_round_trip`` pins its absence.
 
@@ -34,10 +34,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from store import NewMessage, SessionStore, open_store
-from store.backends.hybrid import HybridStore, create_redis
-from store.backends.postgres import PostgresStore, create_pool, migrate
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.store import NewMessage, SessionStore, open_store
+from sessionbench.store.backends.hybrid import HybridStore, create_redis
+from sessionbench.store.backends.postgres import PostgresStore, create_pool, migrate
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import RecordingEvents
 
 TURN = [NewMessage("user", "what is my name?"), NewMessage("assistant", "Alice.")]

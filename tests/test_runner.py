@@ -10,11 +10,19 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from bench.harness.floors import AsyncpgFloor, HybridFloor, RedisFloor
-from bench.harness.results import DriverCallCounter
-from bench.harness.runner import NoopTarget, RunOptions, RunResult, run_closed, run_open, run_turns, session_uuid
-from bench.servers import Servers
-from store.accesslog import TraceEvent
+from sessionbench.bench.harness.floors import AsyncpgFloor, HybridFloor, RedisFloor
+from sessionbench.bench.harness.results import DriverCallCounter
+from sessionbench.bench.harness.runner import (
+    NoopTarget,
+    RunOptions,
+    RunResult,
+    run_closed,
+    run_open,
+    run_turns,
+    session_uuid,
+)
+from sessionbench.bench.servers import Servers
+from sessionbench.store.accesslog import TraceEvent
 
 STALL_MS = 400
 

@@ -19,9 +19,9 @@ import uuid
 import asyncpg
 import pytest
 
-from store import StoreUnavailable
-from store.backends.hybrid import HybridStore
-from store.settings import CacheSettings, RedisSettings
+from sessionbench.store import StoreUnavailable
+from sessionbench.store.backends.hybrid import HybridStore
+from sessionbench.store.settings import CacheSettings, RedisSettings
 from tests.hybrid_support import open_hybrid
 
 INTERVAL = 0.1

@@ -1,7 +1,7 @@
-"""The seed's defects (``bench/harness/seed.py`` lists them), as regression tests the store passes and the
+"""The seed's defects (``sessionbench/bench/harness/seed.py`` lists them), as regression tests the store passes and the
 seed baseline fails.
 
-Each test runs against the hybrid store and against ``bench.harness.seed``
+Each test runs against the hybrid store and against ``sessionbench.bench.harness.seed``
 (the seed's ``SessionManager`` reproduced faithfully).  The baseline cases are
 ``xfail(strict=True)``: they must keep failing, so the tests are shown to detect the
 defect they name, and the baseline is shown to still be the seed's design.
@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bench.harness.seed import SeedNaiveStore, _SeedDatabase, open_seed_baseline
-from bench.servers import EmbeddedPostgres
-from store import StoreUnavailable, open_store
-from store.backends.hybrid import HybridStore
-from store.backends.postgres import HistoryWindow, PostgresStore
-from store.settings import CacheSettings
+from sessionbench.bench.harness.seed import SeedNaiveStore, _SeedDatabase, open_seed_baseline
+from sessionbench.bench.servers import EmbeddedPostgres
+from sessionbench.store import StoreUnavailable, open_store
+from sessionbench.store.backends.hybrid import HybridStore
+from sessionbench.store.backends.postgres import HistoryWindow, PostgresStore
+from sessionbench.store.settings import CacheSettings
 from tests.hybrid_support import RecordingEvents, cache_keys, open_hybrid
 
 

@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from bench.cli import build_parser
-from bench.service.serve import check_bind
+from sessionbench.bench.cli import build_parser
+from sessionbench.bench.service.serve import check_bind
 
 
 def _env() -> dict[str, str]:
@@ -25,7 +25,17 @@ def _env() -> dict[str, str]:
 
 def _serve(*argv: str) -> subprocess.CompletedProcess[str]:
     """Run ``sessionbench serve`` with the hybrid backend on external servers that are not configured."""
-    cmd = [sys.executable, "-m", "bench.cli", "serve", "--backend", "hybrid", "--servers", "external", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sessionbench.bench.cli",
+        "serve",
+        "--backend",
+        "hybrid",
+        "--servers",
+        "external",
+        *argv,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=60)
 
 
@@ -71,7 +81,8 @@ def test_check_bind_rejects_ports_outside_the_tcp_range() -> None:
 def test_localhost_is_accepted_with_dev_auth_and_serves() -> None:
     """``--host localhost`` is loopback: dev auth is enabled, the service answers on 127.0.0.1, Ctrl-C exits 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "serve", "--backend", "memory", "--host", "localhost", "--port", "0"],
+        [sys.executable, "-m", "sessionbench.bench.cli", "serve", "--backend", "memory", "--host", "localhost",
+         "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True,
     )  # fmt: skip
     try:

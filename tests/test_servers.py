@@ -25,7 +25,7 @@ from redis.exceptions import ClusterDownError, MovedError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from bench.servers import (
+from sessionbench.bench.servers import (
     CLUSTER_SLOTS,
     EmbeddedPgBouncer,
     EmbeddedPostgres,
@@ -359,7 +359,7 @@ class _ServersCommand:
     def __init__(self, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.cli", "servers", "--servers", "embedded", *args],
+            [sys.executable, "-m", "sessionbench.bench.cli", "servers", "--servers", "embedded", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()

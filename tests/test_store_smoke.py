@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from store import SessionStore
+from sessionbench.store import SessionStore
 
 
 async def test_append_then_read_last_n_in_order(store: SessionStore) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from store import open_store
-from store.tasks import stop_task
+from sessionbench.store import open_store
+from sessionbench.store.tasks import stop_task
 
 
 async def _ping_forever(client: aioredis.Redis) -> None:

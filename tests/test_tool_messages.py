@@ -1,6 +1,6 @@
 """Tool-call messages (``tool_calls``, ``tool_call_id``, ``name`` in metadata; content as a list of
 parts, or none) round-trip through every backend, the hybrid cache, the HTTP API and every export
-format, by way of :mod:`store.integrations.chat`.
+format, by way of :mod:`sessionbench.store.integrations.chat`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from store import Message, SessionStore, ValidationError
-from store.backends.hybrid import HybridStore
-from store.integrations.chat import CONTENT_JSON, to_chat, to_new_message
-from store.settings import Settings
+from sessionbench.store import Message, SessionStore, ValidationError
+from sessionbench.store.backends.hybrid import HybridStore
+from sessionbench.store.integrations.chat import CONTENT_JSON, to_chat, to_new_message
+from sessionbench.store.settings import Settings
 from tests.optional_extras import require
 from tests.test_api import ALICE, serve
 from tests.test_export_pdf import pdf_text, squeeze

@@ -16,8 +16,8 @@ from dataclasses import replace
 
 import pytest
 
-from bench.harness import compare
-from bench.harness.topology import (
+from sessionbench.bench.harness import compare
+from sessionbench.bench.harness.topology import (
     TOPOLOGIES,
     Network,
     Projection,
@@ -27,8 +27,8 @@ from bench.harness.topology import (
     topology,
     typical_trips,
 )
-from bench.harness.workload import Workload
-from bench.servers import Servers
+from sessionbench.bench.harness.workload import Workload
+from sessionbench.bench.servers import Servers
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_network_options_are_checked_before_any_server_starts(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A bad --pg-rtt, --sweep or @ option exits 2 with one readable line and starts nothing."""
-    from bench.cli import main
+    from sessionbench.bench.cli import main
 
     def no_servers(*args: object, **kwargs: object) -> None:
         raise AssertionError("servers were started for arguments that should have been refused")

@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.advisor import sources as tracecmd
-from bench.cli import main
-from bench.harness.workload import Workload, generate
-from store import SessionStore
-from store.accesslog import (
+from sessionbench.bench.advisor import sources as tracecmd
+from sessionbench.bench.cli import main
+from sessionbench.bench.harness.workload import Workload, generate
+from sessionbench.store import SessionStore
+from sessionbench.store.accesslog import (
     COLUMNS,
     MAGIC,
     TraceEvent,
@@ -153,7 +153,7 @@ def test_header_records_unit_and_compression_and_every_reader_honours_it(tmp_pat
     ms.write_text("# sessionbench-trace v2 unit=ms compression=1\n" + "\t".join(COLUMNS) + "\n"
                   "1500\ta\tappend\tu\t5\t\t\n")  # fmt: skip
     assert [e.t for e in read_trace(ms)] == [1.5]
-    from bench.advisor.parse import load
+    from sessionbench.bench.advisor.parse import load
 
     assert load(ms).t.tolist() == [1_500_000]
     assert load(path).t.tolist() == [0, 300_000_000]  # the advisor always works in traffic time

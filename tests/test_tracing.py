@@ -14,12 +14,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
-from bench.servers import free_port
-from store import open_store
-from store.http import ServiceSettings, create_app
-from store.instrumentation.telemetry import configure_tracing, traces_endpoint
-from store.instrumentation.wrapper import InstrumentedStore, sql_operation, trace_redis
-from store.settings import Settings
+from sessionbench.bench.servers import free_port
+from sessionbench.store import open_store
+from sessionbench.store.http import ServiceSettings, create_app
+from sessionbench.store.instrumentation.telemetry import configure_tracing, traces_endpoint
+from sessionbench.store.instrumentation.wrapper import InstrumentedStore, sql_operation, trace_redis
+from sessionbench.store.settings import Settings
 
 DB_ATTRIBUTES = ("db.system.name", "db.operation.name", "db.namespace", "server.address", "server.port")
 

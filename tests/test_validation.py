@@ -22,13 +22,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from store import NewMessage, SessionNotFound, SessionStore, StoreUnavailable, ValidationError
-from store.backends.hybrid import HybridStore, create_redis
-from store.backends.memory import MemoryStore
-from store.backends.postgres import PostgresStore, create_pool
-from store.models import ROLES
-from store.settings import RedisSettings
-from store.validation import (
+from sessionbench.store import NewMessage, SessionNotFound, SessionStore, StoreUnavailable, ValidationError
+from sessionbench.store.backends.hybrid import HybridStore, create_redis
+from sessionbench.store.backends.memory import MemoryStore
+from sessionbench.store.backends.postgres import PostgresStore, create_pool
+from sessionbench.store.models import ROLES
+from sessionbench.store.settings import RedisSettings
+from sessionbench.store.validation import (
     DEFAULT_LIMITS,
     MAX_OLDER_THAN,
     Limits,

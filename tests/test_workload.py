@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness.runner import RunOptions, run_closed, run_open
-from bench.harness.workload import Workload, events_per_second, generate
-from store.accesslog import TraceEvent, read_trace, write_trace
+from sessionbench.bench.harness.runner import RunOptions, run_closed, run_open
+from sessionbench.bench.harness.workload import Workload, events_per_second, generate
+from sessionbench.store.accesslog import TraceEvent, read_trace, write_trace
 
 SHORT = Workload(duration=10.0)
 

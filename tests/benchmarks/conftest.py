@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bench.harness.compare import Config, open_target
-from bench.harness.runner import Target
-from bench.servers import Servers
+from sessionbench.bench.harness.compare import Config, open_target
+from sessionbench.bench.harness.runner import Target
+from sessionbench.bench.servers import Servers
 
 
 @pytest.fixture(scope="module")

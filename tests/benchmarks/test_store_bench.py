@@ -11,7 +11,7 @@ scenario.  The reference's per-round times go into ``extra_info["reference_data"
 so ``sessionbench regress`` divides each round by the reference round measured a
 moment earlier: a machine that gets busier or faster between scenarios moves both.
 ``make test`` runs these bodies once (benchmarks disabled, a smoke test) and again in
-``make bench-gate`` with pytest-benchmark enabled, against ``bench/baselines/ratios.json``.
+``make bench-gate`` with pytest-benchmark enabled, against ``sessionbench/bench/baselines/ratios.json``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bench.harness.compare import seed_available
-from bench.harness.runner import Target, prefill
-from bench.servers import Servers
+from sessionbench.bench.harness.compare import seed_available
+from sessionbench.bench.harness.runner import Target, prefill
+from sessionbench.bench.servers import Servers
 
 pytestmark = pytest.mark.benchmark_scenario
 
