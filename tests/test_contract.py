@@ -272,6 +272,65 @@ async def test_concurrent_turns_stay_contiguous(store: SessionStore) -> None:
         assert mine == [f"w{w} t{t} question" for t in range(8)]
 
 
+async def test_add_and_read_is_an_append_then_a_read(store: SessionStore) -> None:
+    """``add_and_read`` stores the messages as ``add_messages`` would and returns the window ``read``
+    gives right after: cold (the first turn), warm (the window cached) and beyond the window's size."""
+    sid = new_sid()
+    first = await store.add_and_read(sid, [NewMessage("user", "hi, I am Alice")], limit=20)
+    assert [(m.seq, m.content) for m in first.added] == [(1, "hi, I am Alice")]
+    assert first.window == first.added
+    await fill(store, sid, 5)
+    await store.get_messages(sid, limit=20)  # the hybrid caches the window now
+    for limit in (1, 3, 20):
+        turn = await store.add_and_read(
+            sid, [NewMessage("user", f"limit {limit}?"), NewMessage("assistant", "noted")], limit=limit
+        )
+        assert [m.content for m in turn.added] == [f"limit {limit}?", "noted"]
+        expected = await store.read(sid, limit=limit)
+        assert turn.window == expected.messages
+        assert turn.window[-min(limit, 2) :] == turn.added[-min(limit, 2) :]
+    long = new_sid()
+    await fill(store, long, 120)
+    await store.get_messages(long, limit=20)
+    turn = await store.add_and_read(long, [NewMessage("user", "and now?")], limit=100)  # beyond a cached window
+    assert [m.seq for m in turn.window] == list(range(22, 122))
+    assert turn.window == await store.get_messages(long, limit=100)
+
+
+async def test_add_and_read_checks_everything_before_writing(store: SessionStore) -> None:
+    """A bad limit or message is a ValidationError and writes nothing; another user's session is
+    SessionNotFound and is left as it was."""
+    sid = new_sid()
+    await store.add_message(sid, "user", "mine", user_id="alice")
+    for messages, limit in (([NewMessage("user", "x")], 0), ([NewMessage("narrator", "x")], 20)):
+        with pytest.raises(ValidationError):
+            await store.add_and_read(sid, messages, limit, user_id="alice")
+    with pytest.raises(SessionNotFound):
+        await store.add_and_read(sid, [NewMessage("user", "not yours")], 20, user_id="mallory")
+    assert [m.content for m in await read_all(store, sid)] == ["mine"]
+
+
+async def test_concurrent_add_and_read_windows_hold_their_own_turn(store: SessionStore) -> None:
+    """Writers calling ``add_and_read`` at once: seqs stay contiguous, and each window is a contiguous
+    run of the history that ends at or after the writer's own turn and contains it."""
+    sid = new_sid()
+    await fill(store, sid, 4)
+    await store.get_messages(sid, limit=20)
+
+    async def writer(w: int) -> list[tuple[list[int], list[int]]]:
+        seen = []
+        for t in range(6):
+            turn = await store.add_and_read(sid, [NewMessage("user", f"w{w} t{t}"), NewMessage("assistant", "ok")], 20)
+            seen.append(([m.seq for m in turn.added], [m.seq for m in turn.window]))
+        return seen
+
+    runs = await asyncio.gather(*(writer(w) for w in range(4)))
+    assert [m.seq for m in await read_all(store, sid)] == list(range(1, 4 + 4 * 6 * 2 + 1))
+    for added, window in (pair for run in runs for pair in run):
+        assert window == list(range(window[0], window[0] + len(window))), window
+        assert set(added) <= set(window), (added, window)
+
+
 async def test_invalid_message_in_a_batch_writes_nothing(store: SessionStore) -> None:
     """A batch with one bad message is rejected whole: no message stored, no session created."""
     sid, existing = new_sid(), new_sid()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from sessionbench.bench.servers import EmbeddedRedis
 from sessionbench.store.backends.hybrid import CircuitBreaker, HybridStore
@@ -98,6 +99,54 @@ async def test_redis_killed_falls_back_opens_breaker_and_recovers(
     assert [m.content for m in got][-1] == "during the outage"
     assert [m.content for m in await store.get_messages(sid)][-1] == "during the outage"
     assert events.results[-1] == "hit"  # the cache is in use again
+
+
+async def test_add_and_read_with_redis_killed_answers_from_postgres_and_records_the_write(
+    faulty: tuple[HybridStore, RecordingEvents], embedded_redis: EmbeddedRedis
+) -> None:
+    """Redis dead during ``add_and_read``: the append commits, its window comes from PostgreSQL with
+    the new message, the session is not trusted until its entry is dropped, then the cache serves it."""
+    store, _ = faulty
+    sid = await _history(store, 5)
+    await store.get_messages(sid)  # cached
+    other = await _history(store, 1)
+    embedded_redis.kill()
+    try:
+        turn = await store.add_and_read(sid, [{"role": "user", "content": "during the outage"}], 20)
+        assert [m.seq for m in turn.added] == [6]
+        assert [m.content for m in turn.window] == [*(f"before {i}" for i in range(5)), "during the outage"]
+        assert turn.cache == "error"
+        assert store.dirty_sessions == 1
+    finally:
+        embedded_redis.restart()
+    await _recovered(store, other)
+    await store.sync.tick()  # deletes the entry that missed the write
+    assert store.dirty_sessions == 0
+    turn = await store.add_and_read(sid, [{"role": "assistant", "content": "after"}], 20)
+    assert turn.cache == "miss"  # the stale entry is gone: read from PostgreSQL and populated
+    assert [m.content for m in turn.window][-2:] == ["during the outage", "after"]
+    turn = await store.add_and_read(sid, [{"role": "user", "content": "cached again"}], 20)
+    assert turn.cache == "hit"
+    assert [m.seq for m in turn.window] == list(range(1, 9))
+
+
+async def test_add_and_read_after_a_script_flush_loads_the_scripts_and_runs_once(
+    faulty: tuple[HybridStore, RecordingEvents], redis_url: str
+) -> None:
+    """``SCRIPT FLUSH`` (a restarted or failed-over server): the pipelined scripts are loaded and sent
+    again; the append lands once and the window is right."""
+    store, _ = faulty
+    sid = await _history(store, 3)
+    await store.get_messages(sid)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await admin.script_flush()
+    finally:
+        await admin.aclose()
+    turn = await store.add_and_read(sid, [{"role": "user", "content": "after the flush"}], 20)
+    assert [m.content for m in turn.window] == ["before 0", "before 1", "before 2", "after the flush"]
+    assert turn.cache == "hit"
+    assert [m.seq for m in await store.get_messages(sid)] == [1, 2, 3, 4]
 
 
 async def test_redis_frozen_calls_stay_bounded_and_no_stale_entry_after_thaw(

@@ -168,11 +168,13 @@ def assert_counts(counts: Counts, *, pg: int, redis: int) -> None:
 
 
 @pytest.mark.parametrize("rig", ["memory", "postgres"], indirect=True)
-@pytest.mark.parametrize("operation", ["get_messages", "add_message", "add_messages"])
+@pytest.mark.parametrize("operation", ["get_messages", "add_message", "add_messages", "add_and_read"])
 async def test_single_backend_round_trips(rig: Rig, operation: str, database_url: str) -> None:
-    """memory makes 0 calls to either server; postgres makes exactly 1 query per read, append and turn."""
+    """memory makes 0 calls to either server; postgres makes exactly 1 query per read, append and turn,
+    and 2 for ``add_and_read`` (the append, then the read: one statement would miss a concurrent append
+    that committed while it waited for the session's row, see PostgresStore)."""
     store = rig.store
-    expected_pg = 1 if isinstance(store, PostgresStore) else 0
+    expected_pg = (2 if operation == "add_and_read" else 1) if isinstance(store, PostgresStore) else 0
     sid, warm = await seeded(store, 6), await seeded(store, 6)
 
     def op(target: str) -> Callable[[], Awaitable[Any]]:
@@ -180,6 +182,8 @@ async def test_single_backend_round_trips(rig: Rig, operation: str, database_url
             return lambda: store.get_messages(target, limit=20)
         if operation == "add_message":
             return lambda: store.add_message(target, "user", "one more")
+        if operation == "add_and_read":
+            return lambda: store.add_and_read(target, TURN, 20)
         return lambda: store.add_messages(target, TURN)
 
     await op(warm)()  # warm-up: statements prepared, connections open
@@ -263,6 +267,31 @@ async def test_hybrid_append_is_one_pg_and_one_redis_call(rig: Rig, operation: s
     assert_counts(counts, pg=1, redis=1)
     assert [m.content for m in await rig.store.get_messages(sid, limit=2)][-1] in {"one more", "Alice."}
     assert rig.events.results[-1] == "hit"  # the append extended the window instead of dropping it
+
+
+@pytest.mark.parametrize("rig", ["hybrid"], indirect=True)
+async def test_hybrid_add_and_read_is_one_pg_and_one_redis_call(rig: Rig) -> None:
+    """``add_and_read`` on a cached session is 1 PostgreSQL query + 1 Redis round trip: the append and
+    read scripts go in one pipeline (two EVALSHA, one write of replies), against 1 PG + 2 Redis for
+    ``add_messages`` then ``read``; the window is a hit that ends with the new messages."""
+    sid, warm = await seeded(rig.store, 6), await seeded(rig.store, 6)
+    for target in (sid, warm):
+        await rig.store.get_messages(target, limit=20)  # cached, so the append extends and the read hits
+    await rig.store.add_and_read(warm, TURN, 20)
+    turn: list[Any] = []
+
+    async def op() -> None:
+        turn.append(await rig.store.add_and_read(sid, TURN, 20))
+
+    counts = await rig.counter.count(op)
+    assert len(counts.pg_queries) == 1, counts.pg_queries
+    assert counts.redis_round_trips == 1, counts
+    assert counts.redis_commands.get("evalsha", 0) == 2, counts.redis_commands
+    (result,) = turn
+    assert result.cache == "hit"
+    assert [m.seq for m in result.window] == list(range(1, 9))
+    assert [m.content for m in result.window[-2:]] == [m.content for m in result.added]
+    assert result.window == await rig.store.get_messages(sid, limit=20)
 
 
 # ----------------------------------------------------------------------------- the pool's release

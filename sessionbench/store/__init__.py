@@ -10,7 +10,7 @@ from __future__ import annotations
 from sessionbench.store.errors import SessionNotFound, StoreClosed, StoreError, StoreUnavailable, ValidationError
 from sessionbench.store.events import NullEvents, StoreEvents, last_cache_result
 from sessionbench.store.factory import open_store
-from sessionbench.store.models import ROLES, Message, NewMessage, ReadResult, Session
+from sessionbench.store.models import ROLES, Message, NewMessage, ReadResult, Session, Turn
 from sessionbench.store.protocol import SessionStore
 from sessionbench.store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
 from sessionbench.store.validation import Limits
@@ -34,6 +34,7 @@ __all__ = [
     "StoreError",
     "StoreEvents",
     "StoreUnavailable",
+    "Turn",
     "ValidationError",
     "last_cache_result",
     "open_store",

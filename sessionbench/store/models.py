@@ -108,3 +108,18 @@ class ReadResult:
 
     messages: list[Message]
     cache: CacheResult
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What :meth:`~sessionbench.store.protocol.SessionStore.add_and_read` returns.
+
+    ``added``: the messages it appended (with their seqs); ``window``: the last ``limit``
+    messages right after them (oldest first: the added ones last when ``limit`` covers them,
+    and any message a concurrent writer appended after them too); ``cache``: how the read
+    was answered, as :attr:`ReadResult.cache`.
+    """
+
+    added: list[Message]
+    window: list[Message]
+    cache: CacheResult

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, overload, runtime_checkable
 
-from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
+from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat, Turn
 
 
 @runtime_checkable
@@ -57,6 +57,21 @@ class SessionStore(Protocol):
         user_id: str | None = None,
     ) -> list[Message]:
         """Append a whole turn atomically, in order; creates the session if unknown."""
+        ...
+
+    async def add_and_read(
+        self,
+        session_id: str | uuid.UUID,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        limit: int = 20,
+        *,
+        user_id: str | None = None,
+    ) -> Turn:
+        """:meth:`add_messages`, then the last ``limit`` messages: a chat turn's "store the
+        user's message, give me the context" in one call.  The window is what
+        :meth:`read` would return right after the append (it holds the appended messages,
+        and may hold later ones of concurrent writers).  Where a backend can, it saves a
+        round trip: the hybrid sends its append and read scripts in one Redis round trip."""
         ...
 
     async def get_messages(

@@ -10,7 +10,8 @@ rule about input lives in :mod:`sessionbench.store.validation` and is applied in
 per call, whichever backend runs it; the HTTP service relies on the same checks.
 
 This is a thin template, not a stack of decorators: no primitive is called by more
-than one public method except ``_append`` (``add_message`` is ``add_messages`` of one).
+than one public method except ``_append`` (``add_message`` is ``add_messages`` of one)
+and, through the default ``_append_and_read``, ``_append`` and ``_read`` (``add_and_read``).
 
 Seqs are never reused while a session exists: ``pop_message`` (``_pop``) removes the
 newest message but leaves ``last_seq`` as it was, so the next append takes the
@@ -32,7 +33,7 @@ from typing import Any, Literal, Self, overload
 from sessionbench.store.errors import StoreClosed
 from sessionbench.store.events import last_cache_result
 from sessionbench.store.export import render
-from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
+from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat, Turn
 from sessionbench.store.validation import (
     DEFAULT_LIMITS,
     Limits,
@@ -151,6 +152,22 @@ class BaseStore:
         uid = validate_user_id(user_id, self.limits)
         return await self._append(sid, uid, validate_new_messages(messages, self.limits))
 
+    async def add_and_read(
+        self,
+        session_id: str | uuid.UUID,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        limit: int = 20,
+        *,
+        user_id: str | None = None,
+    ) -> Turn:
+        """:meth:`add_messages`, then the last ``limit`` messages (validated once, before any I/O)."""
+        self._check_open()
+        sid = validate_session_id(session_id)
+        uid = validate_user_id(user_id, self.limits)
+        batch = validate_new_messages(messages, self.limits)
+        validate_limit(limit, self.limits)
+        return await self._append_and_read(sid, uid, batch, limit)
+
     async def read(
         self,
         session_id: str | uuid.UUID,
@@ -240,6 +257,13 @@ class BaseStore:
 
     async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         raise NotImplementedError
+
+    async def _append_and_read(self, sid: str, uid: str | None, batch: Batch, limit: int) -> Turn:
+        """``_append`` then ``_read``: the round trips of both.  A backend that can answer
+        the two in fewer overrides it (the hybrid)."""
+        added = await self._append(sid, uid, batch)
+        result = await self._read(sid, uid, limit, None)
+        return Turn(added, result.messages, result.cache)
 
     async def _search(self, text: str, uid: str | None, limit: int) -> list[Message]:
         raise NotImplementedError

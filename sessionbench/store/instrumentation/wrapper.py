@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry
 from sessionbench.store.errors import SessionNotFound, StoreClosed, StoreUnavailable, ValidationError
 from sessionbench.store.events import last_cache_result
 from sessionbench.store.instrumentation.metrics import Metrics
-from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat
+from sessionbench.store.models import Message, NewMessage, ReadResult, Session, TextExportFormat, Turn
 from sessionbench.store.protocol import SessionStore
 
 T = TypeVar("T")
@@ -398,6 +398,16 @@ class InstrumentedStore:
         user_id: str | None = None,
     ) -> list[Message]:
         return await self._call("add_messages", self.inner.add_messages(session_id, messages, user_id=user_id))
+
+    async def add_and_read(
+        self,
+        session_id: str | uuid.UUID,
+        messages: Sequence[NewMessage | Mapping[str, Any]],
+        limit: int = 20,
+        *,
+        user_id: str | None = None,
+    ) -> Turn:
+        return await self._call("add_and_read", self.inner.add_and_read(session_id, messages, limit, user_id=user_id))
 
     async def read(
         self,

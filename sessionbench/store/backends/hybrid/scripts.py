@@ -51,3 +51,29 @@ class LuaScript:
     async def load(self) -> None:
         """``SCRIPT LOAD`` (on every primary of a cluster)."""
         await self.client.script_load(self.source)
+
+
+async def run_pipelined(client: Any, calls: Sequence[tuple[LuaScript, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    """Several scripts in one pipeline (**1 round trip**), run in order on one connection.
+
+    Each item of the result is that script's reply or the exception it met (a connection
+    error is every script's).  On ``NOSCRIPT`` (a restarted or failed-over server) the
+    scripts are loaded and the whole pipeline sent once more, its first replies dropped:
+    the store pipelines only scripts that are safe to run again (an append that already
+    ran answers ``present``; a read's lease token is its own).
+    """
+    results: list[Any] = []
+    for attempt in (1, 2):
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for script, keys, args in calls:
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                results = list(await pipe.execute(raise_on_error=False))
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                for script, _, _ in calls:
+                    await script.load()
+                continue
+        except Exception as exc:  # noqa: BLE001 - the caller maps each script's failure as for a single call
+            return [exc] * len(calls)
+        break
+    return results

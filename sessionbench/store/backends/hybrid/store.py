@@ -48,6 +48,8 @@ Round trips:
 * ``get_messages`` hit: **1 Redis** (one EVALSHA).  Miss: **1 Redis + 1 PG + 1 Redis**
   (the lookup that takes the lease, the PostgreSQL read, the populate).  Bypass:
   1 Redis + 1 PG.
+* ``add_and_read``: **1 PG + 1 Redis** on a hit (the append and read scripts pipelined);
+  1 PG + 1 Redis + 1 PG + 1 Redis on a miss (the read, the populate).
 * ``add_message`` / ``add_messages`` (a turn): **1 PG + 1 Redis**.  When the entry
   cannot be updated (Redis down, the breaker open, the session marked stale): 1 PG + 1 PG
   (the write, then its invalidation record) and no Redis.
@@ -77,7 +79,7 @@ from sessionbench.store.backends.hybrid.sync import CacheSync
 from sessionbench.store.backends.postgres import PostgresStore, probe
 from sessionbench.store.errors import SessionNotFound, StoreUnavailable
 from sessionbench.store.events import NULL_EVENTS, StoreEvents
-from sessionbench.store.models import CacheResult, Message, ReadResult, Session
+from sessionbench.store.models import CacheResult, Message, ReadResult, Session, Turn
 from sessionbench.store.settings import CacheSettings, RedisSettings
 from sessionbench.store.validation import validate_session_id
 
@@ -195,34 +197,40 @@ class HybridStore(BaseStore):
     # -- reads -------------------------------------------------------------------------------
     async def _read(self, sid: str, uid: str | None, limit: int, before_seq: int | None) -> ReadResult:
         keys = self._keys(sid)
-        token = ""
-        result: CacheResult = "error"
-        if await self._trusts(sid):
-            token = self._lease_token() if before_seq is None else ""
-            args = [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
-                    self._lease_ms, self.sync.epoch]  # fmt: skip
-            try:
-                reply = await self._read_script(keys=keys, args=args)
-            except Exception as exc:  # noqa: BLE001 - any redis-py error: the read goes to PostgreSQL
-                self._redis_failed("get_messages", exc)
-                token = ""
-            else:
-                self.breaker.success()
-                kind = reply[0]
-                if kind == "hit":
-                    self.events.cache_result("hit")
-                    return ReadResult(decode_entries(sid, reply[2]), "hit")
-                if kind == "forbidden":
-                    self.events.cache_result("hit")
-                    raise SessionNotFound(sid)
-                if kind == "bypass":
-                    result, token = "bypass", ""
-                else:
-                    result = "miss"
-                    if reply[2]:
-                        self.events.cache_invalidation("epoch")
-                    if not reply[1]:
-                        token = ""
+        if not await self._trusts(sid):
+            return await self._read_through(sid, uid, limit, before_seq, keys, "error", "")
+        token = self._lease_token() if before_seq is None else ""
+        try:
+            reply = await self._read_script(keys=keys, args=self._read_args(limit, before_seq, uid, token))
+        except Exception as exc:  # noqa: BLE001 - any redis-py error: the read goes to PostgreSQL
+            self._redis_failed("get_messages", exc)
+            return await self._read_through(sid, uid, limit, before_seq, keys, "error", "")
+        self.breaker.success()
+        return await self._answer(sid, uid, limit, before_seq, keys, token, reply)
+
+    def _read_args(self, limit: int, before_seq: int | None, uid: str | None, token: str) -> list[Any]:
+        return [limit, "" if before_seq is None else before_seq, self._ttl_ms, self._sliding, uid or "", token,
+                self._lease_ms, self.sync.epoch]  # fmt: skip
+
+    async def _answer(self, sid: str, uid: str | None, limit: int, before_seq: int | None, keys: list[str],
+                      token: str, reply: Any) -> ReadResult:  # fmt: skip
+        """What the read script's ``reply`` means: a hit served, or PostgreSQL asked."""
+        kind = reply[0]
+        if kind == "hit":
+            self.events.cache_result("hit")
+            return ReadResult(decode_entries(sid, reply[2]), "hit")
+        if kind == "forbidden":
+            self.events.cache_result("hit")
+            raise SessionNotFound(sid)
+        if kind == "bypass":
+            return await self._read_through(sid, uid, limit, before_seq, keys, "bypass", "")
+        if reply[2]:
+            self.events.cache_invalidation("epoch")
+        return await self._read_through(sid, uid, limit, before_seq, keys, "miss", token if reply[1] else "")
+
+    async def _read_through(self, sid: str, uid: str | None, limit: int, before_seq: int | None, keys: list[str],
+                            result: CacheResult, token: str) -> ReadResult:  # fmt: skip
+        """Read from PostgreSQL (1 PG); with a lease ``token``, populate the entry (1 Redis)."""
         self.events.cache_result(result)
         fetch = max(limit, self.cache.size) if token else limit
         window = await self.durable.read_window(sid, fetch, before_seq)
@@ -283,23 +291,61 @@ class HybridStore(BaseStore):
         """
         if not await self._trusts(sid):
             return False
-        args: list[str | int | bytes] = [
-            stored[0].seq,
-            self._ttl_ms,
-            self._sliding,
-            self.cache.size,
-            self.sync.epoch,
-            *map(encode_message, stored),
-        ]
         try:
-            outcome = await self._append_script(keys=self._keys(sid), args=args)
+            outcome = await self._append_script(keys=self._keys(sid), args=self._append_args(stored))
         except Exception as exc:  # noqa: BLE001 - any redis-py error: the script may or may not have run
             self._redis_failed("add_messages", exc)
             return False
+        self._appended(outcome)
+        return True
+
+    def _append_args(self, stored: list[Message]) -> list[str | int | bytes]:
+        return [stored[0].seq, self._ttl_ms, self._sliding, self.cache.size, self.sync.epoch,
+                *map(encode_message, stored)]  # fmt: skip
+
+    def _appended(self, outcome: Any) -> None:
+        """The append script ran: the entry holds the messages, or it was dropped."""
         self.breaker.success()
         if outcome in ("gap", "epoch", "lost"):
             self.events.cache_invalidation(outcome)
-        return True
+
+    async def _append_and_read(self, sid: str, uid: str | None, batch: Batch, limit: int) -> Turn:
+        """``_append`` and ``_read`` with their two scripts in one pipeline: **1 PG + 1 Redis** on a
+        hit (against 1 PG + 2 Redis for the two calls), 1 PG + 1 Redis + 1 PG + 1 Redis on a miss.
+
+        The read script runs right after the append script on the same connection, so it sees
+        the entry the append left (extended, or dropped: a miss).  When the append script
+        failed, its entry may lack the messages: the session is recorded as for any such write
+        and read from PostgreSQL, whatever the read script answered.
+        """
+        stored = await self._durably(sid, self.durable._append(sid, uid, batch))
+        keys = self._keys(sid)
+        try:
+            if not await self._trusts(sid):
+                outcome: Any = None
+            else:
+                token = self._lease_token()
+                outcome, reply = await scripts.run_pipelined(
+                    self.redis,
+                    [(self._append_script, keys, self._append_args(stored)),
+                     (self._read_script, keys, self._read_args(limit, None, uid, token))],
+                )  # fmt: skip
+        except BaseException:  # cancelled after the commit: the entry may lack these messages
+            self.sync.mark([sid])
+            raise
+        if outcome is None or isinstance(outcome, Exception):
+            if outcome is not None:
+                self._redis_failed("add_messages", outcome)
+            await self.sync.record([sid], "add_messages")
+            read = await self._read(sid, uid, limit, None)  # the session is not trusted now: PostgreSQL
+            return Turn(stored, read.messages, read.cache)
+        self._appended(outcome)
+        if isinstance(reply, Exception):
+            self._redis_failed("get_messages", reply)
+            read = await self._read_through(sid, uid, limit, None, keys, "error", "")
+        else:
+            read = await self._answer(sid, uid, limit, None, keys, token, reply)
+        return Turn(stored, read.messages, read.cache)
 
     # -- the rest is PostgreSQL's --------------------------------------------------------------
     async def _create(self, sid: str, uid: str | None, meta: dict[str, Any]) -> Session:
