@@ -23,6 +23,16 @@ async def test_every_operation_is_paired_with_its_floor(database_url: str, redis
     assert "met" in table or "missed by" in table
 
 
+async def test_turns_are_timed_both_ways_per_backend(database_url: str, redis_url: str) -> None:
+    """``hotpath --turns``: each backend and history gets a turn-shaped and a message-at-a-time p50."""
+    rows = await hotpath.measure_turns(database_url, redis_url, histories=[20], rounds=2, block=5, instrumented=False)
+    assert [(b, h) for b, h, _, _ in rows] == [("hybrid", 20), ("postgres", 20)]
+    assert all(shaped > 0 and one > 0 for _, _, shaped, one in rows)
+    table = hotpath.format_turns(rows)
+    assert "turn-shaped" in table
+    assert table.count("x\n") + table.endswith("x") == 2
+
+
 def test_other_redis_clients_read_the_same_window_as_redis_py(servers: Servers) -> None:
     """``hotpath --redis-clients``: coredis and valkey-glide (the clients extra, which make test
     installs) each return redis-py's entries for the LRANGE and get a paired p50 beside it.

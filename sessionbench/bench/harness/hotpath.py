@@ -192,6 +192,55 @@ async def _operations(
     }
 
 
+async def measure_turns(
+    database_url: str, redis_url: str, *, histories: Sequence[int], rounds: int, block: int, instrumented: bool
+) -> list[tuple[str, int, float, float]]:
+    """Per backend and history: p50 of a chat turn written message at a time (``add_message`` of the
+    user's, ``read`` of the last 20, ``add_message`` of the answer) and turn-shaped (``add_and_read``
+    of the user's, then ``add_message`` of the answer), in alternating blocks on two sessions alike."""
+    texts = _Texts()
+    out: list[tuple[str, int, float, float]] = []
+    for backend in ("hybrid", "postgres"):
+        store = await _open(backend, database_url, redis_url, instrumented)
+        try:
+            for history in histories:
+                one, shaped = str(uuid.uuid4()), str(uuid.uuid4())
+                for sid in (one, shaped):
+                    await _history(store, sid, history, texts)
+                    await store.read(sid, 20)  # the hybrid caches the window
+
+                turn_shaped, message_at_a_time = _turn_ops(store, shaped, one, texts)
+                shaped_us, one_us = await paired(turn_shaped, message_at_a_time, rounds=rounds, block=block)
+                out.append((backend, history, shaped_us, one_us))
+        finally:
+            await store.close()
+    return out
+
+
+def _turn_ops(store: SessionStore, shaped: str, one: str, texts: _Texts) -> tuple[Op, Op]:
+    """The turn-shaped turn on session ``shaped`` and the message-at-a-time one on ``one``."""
+
+    async def turn_shaped() -> None:
+        await store.add_and_read(shaped, [{"role": "user", "content": texts.next(200)}], 20)
+        await store.add_message(shaped, "assistant", texts.next(800))
+
+    async def message_at_a_time() -> None:
+        await store.add_message(one, "user", texts.next(200))
+        await store.read(one, 20)
+        await store.add_message(one, "assistant", texts.next(800))
+
+    return turn_shaped, message_at_a_time
+
+
+def format_turns(rows: Sequence[tuple[str, int, float, float]]) -> str:
+    lines = [
+        "a chat turn, p50 µs: add_and_read + add_message against add_message + read + add_message",
+        f"{'backend':10s} {'history':>7s} {'turn-shaped':>12s} {'message at a time':>18s} {'ratio':>7s}",
+    ]
+    lines += [f"{b:10s} {h:7d} {s:12.1f} {o:18.1f} {s / o:6.2f}x" for b, h, s, o in rows]
+    return "\n".join(lines)
+
+
 def _encoded(entry: dict[str, Any]) -> str:
     from sessionbench.store.backends.hybrid.codec import encode_message
     from sessionbench.store.models import Message
@@ -415,7 +464,8 @@ def register(subparsers: Any) -> None:
             "One client, on the same servers, in alternating blocks: hybrid cache-hit read vs LRANGE, hybrid "
             "append vs INSERT + one Redis pipeline, postgres read and append vs bare asyncpg. Prints p50 per "
             "call in microseconds, the ratio and its target. --profile adds a breakdown of where a hybrid read "
-            "and append spend their time; --redis-clients times the same LRANGE with other async Redis clients."
+            "and append spend their time; --turns times a chat turn message at a time against add_and_read; "
+            "--redis-clients times the same LRANGE with other async Redis clients."
         ),
     )
     p.add_argument("--servers", choices=MODES, default="auto", help="where servers come from (default: auto)")
@@ -424,6 +474,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--block", type=int, default=100, metavar="CALLS", help="calls per block (100)")
     p.add_argument("--instrumented", action="store_true", help="wrap the stores in InstrumentedStore (metrics)")
     p.add_argument("--profile", action="store_true", help="also profile a hybrid read and append (cProfile)")
+    p.add_argument(
+        "--turns",
+        action="store_true",
+        help="also time a chat turn message at a time against the turn-shaped add_and_read, per backend",
+    )
     p.add_argument("--redis-clients", action="store_true",
                    help="also time the floor-redis LRANGE with coredis and valkey-glide beside redis-py, paired "
                    "blocks (the clients extra)")  # fmt: skip
@@ -449,6 +504,12 @@ def _command(args: argparse.Namespace) -> int:
         if args.profile:
             print(asyncio.run(profile(servers.database_url, servers.redis_url, calls=3000,
                                       instrumented=args.instrumented)))  # fmt: skip
+        if args.turns:
+            turns = asyncio.run(
+                measure_turns(servers.database_url, servers.redis_url, histories=histories, rounds=args.rounds,
+                              block=args.block, instrumented=args.instrumented)
+            )  # fmt: skip
+            print(format_turns(turns), flush=True)
         if args.redis_clients:
             results, missing = asyncio.run(
                 measure_clients(servers.redis_url, histories=histories, rounds=args.rounds, block=args.block)
