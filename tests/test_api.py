@@ -128,6 +128,34 @@ async def test_every_route_round_trip(client: httpx.AsyncClient) -> None:
     assert (await client.get(MESSAGES.format(sid), headers=ALICE)).status_code == 404
 
 
+async def test_append_with_window_returns_the_turns_context(client: httpx.AsyncClient) -> None:
+    """``POST .../messages?window=N`` appends and returns the last N as ``GET ?limit=N`` would, with
+    X-Cache; without it the body is as before; a bad window is a 422 naming ``window``."""
+    sid = await new_session(client, ALICE, "one", "two", "three")
+    await client.get(MESSAGES.format(sid), headers=ALICE)  # cached now
+    r = await client.post(MESSAGES.format(sid), params={"window": 3}, json={"role": "user", "content": "four"},
+                          headers=ALICE)  # fmt: skip
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [m["seq"] for m in body["messages"]] == [4]
+    assert [m["content"] for m in body["window"]] == ["two", "three", "four"]
+    assert r.headers["x-cache"] == "hit"
+    read = await client.get(MESSAGES.format(sid), params={"limit": 3}, headers=ALICE)
+    assert body["window"] == read.json()["messages"]
+    plain = await client.post(MESSAGES.format(sid), json={"role": "assistant", "content": "five"}, headers=ALICE)
+    assert set(plain.json()) == {"messages"}
+    assert "x-cache" not in plain.headers
+    for params, body_json, field in (({"window": 0}, {"role": "user", "content": "x"}, "window"),
+                                     ({"window": 5}, {"role": "user", "content": ""}, "content")):  # fmt: skip
+        bad = await client.post(MESSAGES.format(sid), params=params, json=body_json, headers=ALICE)
+        assert bad.status_code == 422, bad.text
+        assert error_of(bad)["field"] == field
+    assert (await client.get(f"/v1/sessions/{sid}", headers=ALICE)).json()["last_seq"] == 5  # nothing written
+    other = await client.post(MESSAGES.format(sid), params={"window": 3}, json={"role": "user", "content": "x"},
+                              headers=BOB)  # fmt: skip
+    assert other.status_code == 404
+
+
 @pytest.mark.parametrize(("backend", "expected"), [("memory", ["hit", "hit"]), ("postgres", ["bypass", "bypass"]),
                                                    ("hybrid", ["miss", "hit"])])  # fmt: skip
 async def test_x_cache_header_per_backend(settings: Settings, backend: str, expected: list[str]) -> None:

@@ -30,6 +30,7 @@ from sessionbench.store.http.schemas import (
     SessionCreate,
     SessionOut,
     SessionsOut,
+    TurnOut,
     error_responses,
     json_response,
 )
@@ -100,29 +101,50 @@ async def delete_session(session_id: uuid.UUID, user: User, shared: Shared) -> R
     return Response(status_code=204)
 
 
-@table.post("/v1/sessions/{session_id}/messages", status_code=201, response_model=MessagesOut, tags=["messages"],
-             responses=error_responses(401, 404, 413, 422, 503))  # fmt: skip
-async def append(session_id: uuid.UUID, body: AppendIn, user: User, shared: Shared) -> Response:
+@table.post("/v1/sessions/{session_id}/messages", status_code=201, response_model=TurnOut, tags=["messages"],
+             responses={201: {"headers": XCACHE}, **error_responses(401, 404, 413, 422, 503)})  # fmt: skip
+async def append(
+    session_id: uuid.UUID,
+    body: AppendIn,
+    user: User,
+    shared: Shared,
+    window: Annotated[
+        int | None,
+        Query(description="Also return the last N messages after the append, as GET .../messages?limit=N "
+                          "would (a chat turn's context in the same request); X-Cache says how it was read"),
+    ] = None,
+) -> Response:  # fmt: skip
     """Append one message or a whole turn (in order, atomically); creates the session if new."""
     s = shared.require()
     if body.messages is not None:
         if body.role is not None or body.content is not None or body.metadata is not None:
             raise ValidationError("messages", "give either role and content, or messages, not both")
         batch = [m.model_dump() for m in body.messages]
-        stored = await s.add_messages(session_id, batch, user_id=user)
     else:
         if body.role is None:
             raise ValidationError("role", "is required (or give messages)")
         if body.content is None:
             raise ValidationError("content", "is required")
-        try:
-            stored = [await s.add_message(session_id, body.role, body.content, body.metadata, user_id=user)]
-        except ValidationError as exc:
-            raise _renamed(exc, "messages[0].", "") from None
+        batch = [{"role": body.role, "content": body.content, "metadata": body.metadata}]
+    try:
+        if window is None:
+            stored, turn = await s.add_messages(session_id, batch, user_id=user), None
+        else:
+            turn = await s.add_and_read(session_id, batch, window, user_id=user)
+            stored = turn.added
+    except ValidationError as exc:
+        if body.messages is None:
+            raise _renamed(_renamed(exc, "messages[0].", ""), "limit", "window") from None
+        raise _renamed(exc, "limit", "window") from None
     if shared.access_log is not None:
         shared.access_log.append(stored[0].session_id, [m.role for m in stored],
                                  [len(m.content.encode()) for m in stored])  # fmt: skip
-    return json_response({"messages": [m.to_dict() for m in stored]}, 201)
+    if turn is None:
+        return json_response({"messages": [m.to_dict() for m in stored]}, 201)
+    if shared.access_log is not None:
+        shared.access_log.read(stored[0].session_id, window or 0, None)
+    return json_response({"messages": [m.to_dict() for m in stored], "window": [m.to_dict() for m in turn.window]},
+                         201, headers={"X-Cache": "bypass" if turn.cache == "error" else turn.cache})  # fmt: skip
 
 
 @table.get("/v1/sessions/{session_id}/messages", response_model=MessagesOut, tags=["messages"],

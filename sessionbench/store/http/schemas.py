@@ -70,6 +70,13 @@ class MessagesOut(BaseModel):
     messages: list[MessageOut]
 
 
+class TurnOut(BaseModel):
+    """An append with ``?window=N``: the appended ``messages`` and the last N after them."""
+
+    messages: list[MessageOut]
+    window: list[MessageOut] | None = None
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str
