@@ -303,6 +303,24 @@ def test_headless_run_against_service(service: ServiceProcess, tmp_path: Path) -
         assert name in scrape
 
 
+def test_turn_shaped_run_reads_with_the_append(service: ServiceProcess, tmp_path: Path) -> None:
+    """``--turn-shaped``: the user's message and the read are one request (``?window=``), its X-Cache
+    is counted, and no separate read or user append is made; no failures."""
+    summary = tmp_path / "summary.json"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", service.url,
+           "--only-summary", "-u", "4", "-r", "4", "-t", "5s", "--summary-file", str(summary),
+           "--max-fail-ratio", "0", "--turn-shaped"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(summary.read_text())
+    assert data["total"]["failures"] == 0
+    assert data["groups"]["messages.append_read"]["count"] > 0
+    assert "messages.read" not in data["groups"]
+    assert "messages.append_user" not in data["groups"]
+    assert data["groups"]["messages.append_assistant"]["count"] > 0
+    assert data["cache"].get("hit", 0) > 0
+
+
 def test_impossible_threshold_fails_the_run(service: ServiceProcess) -> None:
     """A threshold no run can meet makes Locust exit with code 3 and a line naming the failed threshold."""
     done = _locust(service.url, "-u", "2", "-r", "2", "-t", "3s", "--min-rps", "1000000", "--p95", "messages.read=0")

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 # Request groups (the ``name=`` of every request): a turn's requests, then a visit's.
 APPEND_USER = "messages.append_user"
 READ = "messages.read"
+#: ``--turn-shaped``: the user's message and the read in one request (``POST …/messages?window=N``).
+APPEND_READ = "messages.append_read"
 APPEND_ASSISTANT = "messages.append_assistant"
 PAGE = "messages.page"
 CREATE = "sessions.create"
@@ -19,7 +21,7 @@ GET_SESSION = "sessions.get"
 LIST = "sessions.list"
 SEARCH = "search"
 EXPORT = "sessions.export"
-GROUPS = (APPEND_USER, READ, APPEND_ASSISTANT, PAGE, CREATE, GET_SESSION, LIST, SEARCH, EXPORT)
+GROUPS = (APPEND_USER, READ, APPEND_READ, APPEND_ASSISTANT, PAGE, CREATE, GET_SESSION, LIST, SEARCH, EXPORT)
 
 #: Statistics rows of this method count message reads by their ``X-Cache`` header, not requests.
 CACHE_METHOD = "X-Cache"

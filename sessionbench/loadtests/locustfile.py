@@ -114,6 +114,13 @@ def _add_options(parser: Any) -> None:
     a("--list-probability", type=float, default=0.3, help="chance a visit starts by listing sessions (0.3)")
     a("--search-probability", type=float, default=0.05, help="chance a visit includes a search (0.05)")
     a("--export-probability", type=float, default=0.02, help="chance a visit ends with an export (0.02)")
+    a(
+        "--turn-shaped",
+        action="store_true",
+        default=False,
+        help="send the user's message and the read as one request (POST .../messages?window=N, the store's "
+        "add_and_read) instead of a POST then a GET",
+    )
     # load shapes
     a(
         "--shape",
@@ -168,6 +175,7 @@ class Config:
     search_p: float
     export_p: float
     workload_source: str
+    turn_shaped: bool = False
 
 
 _config_cache: dict[tuple[Any, ...], Config] = {}
@@ -184,7 +192,7 @@ def config_for(options: Any) -> Config:
     key = tuple(
         getattr(options, name, None)
         for name in ("seed", "think_scale", "workload", "dev_users", "list_probability",
-                     "search_probability", "export_probability")
+                     "search_probability", "export_probability", "turn_shaped")
     )  # fmt: skip
     cached = _config_cache.get(key)
     if cached is not None:
@@ -197,6 +205,7 @@ def config_for(options: Any) -> Config:
         search_p=options.search_probability,
         export_p=options.export_probability,
         workload_source=chat_model.SOURCE,
+        turn_shaped=bool(getattr(options, "turn_shaped", False)),
     )
     _config_cache[key] = config
     return config
@@ -330,11 +339,19 @@ class ChatUser(FastHttpUser):
         assert session is not None
         path = f"/v1/sessions/{session.session_id}/messages"
         content = chat_model.text(st.rng, model.user_bytes(st.rng))
-        resp = self.client.post(path, json={"role": "user", "content": content}, name=groups.APPEND_USER,
-                                headers=self.headers)  # fmt: skip
-        if _ok(resp):
-            session.messages += 1
-        oldest = self._read(path, f"{path}?limit={model.read_limit}", groups.READ)
+        if self.cfg.turn_shaped:  # one request: the append returns the window the read would
+            t0 = time.perf_counter()
+            resp = self.client.post(f"{path}?window={model.read_limit}", json={"role": "user", "content": content},
+                                    name=groups.APPEND_READ, headers=self.headers)  # fmt: skip
+            oldest = self._count_read(resp, (time.perf_counter() - t0) * 1000.0, "window")
+            if _ok(resp):
+                session.messages += 1
+        else:
+            resp = self.client.post(path, json={"role": "user", "content": content}, name=groups.APPEND_USER,
+                                    headers=self.headers)  # fmt: skip
+            if _ok(resp):
+                session.messages += 1
+            oldest = self._read(path, f"{path}?limit={model.read_limit}", groups.READ)
         answer_wait = model.response_time(st.rng)  # "the model" thinking between read and reply
         if answer_wait > 0:
             self._sleep(answer_wait)
@@ -350,7 +367,10 @@ class ChatUser(FastHttpUser):
         """GET messages; count the X-Cache result; return the oldest ``seq`` returned."""
         t0 = time.perf_counter()
         resp = self.client.get(url, name=name, headers=self.headers)
-        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        return self._count_read(resp, (time.perf_counter() - t0) * 1000.0, "messages")
+
+    def _count_read(self, resp: Any, elapsed_ms: float, key: str) -> int | None:
+        """Count a read's X-Cache result; the oldest ``seq`` of the body's ``key`` list (None: failed)."""
         if not _ok(resp):
             return None
         header = (resp.headers.get("X-Cache") if resp.headers else None) or "none"
@@ -359,7 +379,7 @@ class ChatUser(FastHttpUser):
             elapsed_ms, 0
         )
         try:
-            messages = resp.json().get("messages") or []
+            messages = resp.json().get(key) or []
             return int(messages[0]["seq"]) if messages else None
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
