@@ -1,7 +1,7 @@
 """Rendering of exported histories, shared by every backend: same bytes from each.
 
 CSV, JSON Lines and Markdown are text chunks (``str``); PDF is ``bytes`` from
-:mod:`sessionbench.store.integrations.pdf`, imported only when a PDF is asked for, so ``import store``
+:mod:`sessionbench.store.integrations.pdf`, imported only when a PDF is asked for, so ``import sessionbench.store``
 does not import the PDF library (the ``pdf`` extra).
 
 Every format carries each message's role, seq, time and content; JSON Lines and CSV

@@ -1,6 +1,6 @@
 """Bridges between the store and other libraries, each behind an optional extra.
 
-Nothing here is imported by ``import store``; import the module you need:
+Nothing here is imported by ``import sessionbench.store``; import the module you need:
 
 * :mod:`sessionbench.store.integrations.agents` — the OpenAI Agents SDK ``Session`` protocol on any
   store (the ``agents`` extra);

@@ -1,6 +1,6 @@
 """The ``pdf`` export format: a session transcript drawn with ReportLab (the ``pdf`` extra).
 
-Imported only when a PDF is asked for (:func:`sessionbench.store.export.render`), so ``import store``
+Imported only when a PDF is asked for (:func:`sessionbench.store.export.render`), so ``import sessionbench.store``
 never imports ReportLab.  ReportLab is BSD-licensed, pure Python, and needs only Pillow
 and charset-normalizer.
 
