@@ -358,13 +358,13 @@ async def test_measured_redis_constants_are_plausible(workload_trace: Path, data
 
 
 #: Tolerances of the replays on Valkey (hit ratio in points, memory as a fraction).  The issue asks for
-#: 3 points and 10% everywhere; measured so far: TTL and size hit ratios within 0.1 points, but mean
-#: memory 10-23% above the curves at replay TTLs of 1-5 s (the first replay on a fresh server and some
-#: later ones, whatever the TTL; not the expiry cycle: see the README's advise section), maxmemory
-#: points up to 5.5 points off (up to ~11 on a loaded machine, 8.3 in a CI run) and their memory,
-#: relative to budgets of tens of KiB, up to ~35% off.
-#: Those get wider bounds here until the gaps are closed (the README states the errors).
-TOLERANCE = {"ttl": (0.03, 0.25), "maxmemory": (0.12, 0.60)}
+#: 3 points and 10% everywhere.  Measured with the warm-up replay (three runs of make test's points):
+#: sliding TTL and cache size within 0.0 points and 5.7% of memory, so they are held to the issue's
+#: bounds.  The fixed TTL curve (SESSIONBENCH_LONG=1) has one point at +10.3-10.8% (the 5 s one,
+#: replayed after the sliding 5 s one; not the expiry cycle: see the README's advise section).
+#: maxmemory points were up to 4.8 points off here (8.3 in a CI run, ~11 on a loaded machine) and
+#: their memory, relative to budgets of tens of KiB, up to ~35% off (noeviction at 8%).
+TOLERANCE = {"ttl": (0.03, 0.10), "fixed TTL": (0.03, 0.15), "maxmemory": (0.12, 0.60)}
 
 
 async def test_every_curve_is_validated_on_real_valkey(
@@ -396,7 +396,7 @@ async def test_every_curve_is_validated_on_real_valkey(
     bad = [
         (v.curve, v.label, round(v.hit_error, 3), round(v.memory_error, 3))
         for v in points
-        if not v.within(*TOLERANCE["maxmemory" if v.policy else "ttl"])
+        if not v.within(*TOLERANCE["maxmemory" if v.policy else "fixed TTL" if v.curve == "fixed TTL" else "ttl"])
     ]
     assert not bad, bad
     assert all(v.reads > 200 for v in points)
