@@ -443,16 +443,18 @@ async def validate_curves(
     chunk = events_to_chunk(events)
     mean_size = round(int(chunk.nbytes.sum()) / max(int(chunk.nmsg.sum()), 1))
     model = await measure_model(database_url, redis_url, mean_size, save=False)
+
+    def replay_ttl(p: PointSpec) -> float:
+        return p.ttl / factor if math.isfinite(p.ttl) else 10 * seconds * max(1.0, factor)
+
     # The first point is replayed once unmeasured.  On a fresh server the first replay measured
     # 16-19% more memory than the same replay later, whatever its TTL (fixed 7.5 s first: +16.5%,
     # then 4 s: -0.7%; 4 s first: +18.9%, then 5 s: -2.8%), in the dataset bytes, not in the key
     # tables or the client buffers; with the warm-up, the test's 1 s sliding point went from +17.7% to +5.0%.
     if todo:
-        warm = todo[0]
-        await replay_point(events, warm.ttl / factor if math.isfinite(warm.ttl) else 10 * seconds * max(1.0, factor),
-                           warm.size, warm.sliding, database_url, redis_url)  # fmt: skip
+        await replay_point(events, replay_ttl(todo[0]), todo[0].size, todo[0].sliding, database_url, redis_url)
     for p in todo:
-        ttl = p.ttl / factor if math.isfinite(p.ttl) else 10 * seconds * max(1.0, factor)
+        ttl = replay_ttl(p)
         budget = None
         if p.policy is not None and p.fraction is not None:
             key = (ttl, p.size, p.sliding)

@@ -35,6 +35,7 @@ from sessionbench.store.http.schemas import (
     json_response,
 )
 from sessionbench.store.http.state import RouteTable, Shared
+from sessionbench.store.models import CacheResult
 
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson; charset=utf-8",
@@ -46,6 +47,11 @@ EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "markdown": "md", "pdf": "pdf"}
 XCACHE = {"X-Cache": {"description": "hit, miss or bypass", "schema": {"type": "string"}}}
 
 table = RouteTable()
+
+
+def _x_cache(result: CacheResult) -> dict[str, str]:
+    """The ``X-Cache`` header of a message read: a Redis ``error`` is reported as ``bypass``."""
+    return {"X-Cache": "bypass" if result == "error" else result}
 
 
 def _renamed(exc: ValidationError, old_prefix: str, new_prefix: str) -> ValidationError:
@@ -139,12 +145,12 @@ async def append(
     if shared.access_log is not None:
         shared.access_log.append(stored[0].session_id, [m.role for m in stored],
                                  [len(m.content.encode()) for m in stored])  # fmt: skip
-    if turn is None:
+    if turn is None or window is None:
         return json_response({"messages": [m.to_dict() for m in stored]}, 201)
     if shared.access_log is not None:
-        shared.access_log.read(stored[0].session_id, window or 0, None)
+        shared.access_log.read(stored[0].session_id, window, None)
     return json_response({"messages": [m.to_dict() for m in stored], "window": [m.to_dict() for m in turn.window]},
-                         201, headers={"X-Cache": "bypass" if turn.cache == "error" else turn.cache})  # fmt: skip
+                         201, headers=_x_cache(turn.cache))  # fmt: skip
 
 
 @table.get("/v1/sessions/{session_id}/messages", response_model=MessagesOut, tags=["messages"],
@@ -160,8 +166,7 @@ async def get_messages(
     read = await shared.require().read(session_id, limit, before_seq, user_id=user)
     if shared.access_log is not None:
         shared.access_log.read(str(session_id), limit, before_seq)
-    return json_response({"messages": [m.to_dict() for m in read.messages]},
-                         headers={"X-Cache": "bypass" if read.cache == "error" else read.cache})  # fmt: skip
+    return json_response({"messages": [m.to_dict() for m in read.messages]}, headers=_x_cache(read.cache))
 
 
 @table.get("/v1/search", response_model=MessagesOut, tags=["messages"],

@@ -337,7 +337,7 @@ class HybridStore(BaseStore):
             if outcome is not None:
                 self._redis_failed("add_messages", outcome)
             await self.sync.record([sid], "add_messages")
-            read = await self._read(sid, uid, limit, None)  # the session is not trusted now: PostgreSQL
+            read = await self._read_through(sid, uid, limit, None, keys, "error", "")
             return Turn(stored, read.messages, read.cache)
         self._appended(outcome)
         if isinstance(reply, Exception):
