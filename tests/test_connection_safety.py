@@ -26,6 +26,7 @@ from sessionbench.store.events import StoreEvents
 from sessionbench.store.http import ServiceSettings, create_app
 from sessionbench.store.protocol import SessionStore
 from sessionbench.store.settings import CacheSettings, MemorySettings, PostgresSettings, RedisSettings, Settings
+from tests.sources import parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
 H = {"Authorization": "Bearer dev-alice"}
@@ -275,7 +276,7 @@ def test_no_hard_coded_timeouts_in_the_store() -> None:
     """No call in ``sessionbench/store/`` passes a literal number as a timeout: they all come from settings."""
     offenders = []
     for path in sorted((ROOT / "sessionbench" / "store").rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse_file(path)
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue

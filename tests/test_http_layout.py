@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from sessionbench.store.http import ServiceSettings, create_app
 from sessionbench.store.settings import Settings
+from tests.sources import parse_file
 
 HTTP_DIR = Path(__file__).parents[1] / "sessionbench" / "store" / "http"
 WEB_STACK = ("fastapi", "starlette", "pydantic", "pydantic_core", "uvicorn")
@@ -50,7 +51,7 @@ def test_store_http_reads_no_private_attribute_of_another_object() -> None:
     modules = sorted(HTTP_DIR.glob("*.py"))
     assert len(modules) >= 10  # the package is split into its concerns
     for path in modules:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_file(path)):
             if not isinstance(node, ast.Attribute):
                 continue
             private = node.attr.startswith("_") and not node.attr.startswith("__")

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -88,7 +89,14 @@ class HybridVsModel(RuleBasedStateMachine):
         self.disrupted = False
         self.events = RecordingEvents()
         self.loop = asyncio.new_event_loop()
-        self.run(self._open())
+        self.closing = AsyncExitStack()  # _close() undoes exactly what _open got to
+        try:
+            self.run(self._open())
+        except BaseException:
+            # hypothesis calls teardown() only on a machine it built: close what _open made
+            self.run(self._close())
+            self.loop.close()
+            raise
 
     # -- plumbing ------------------------------------------------------------------------
     def run(self, coro: Awaitable[T]) -> T:
@@ -96,16 +104,24 @@ class HybridVsModel(RuleBasedStateMachine):
 
     async def _open(self) -> None:
         self.pool = await create_pool(self.cfg.database_url, min_size=1, max_size=4)
+        self.closing.push_async_callback(self.pool.close)
         await migrate(self.pool)
-        fast = RedisSettings(socket_timeout=0.05, connect_timeout=0.05, breaker_failures=3, breaker_reset=0.05)
+        # Short timeouts make kills and freezes of the single server quick to notice; the
+        # cluster is never disrupted, so there a timeout would only be the busy machine.
+        timeout = 1.0 if self.cfg.cluster else 0.05
+        fast = RedisSettings(socket_timeout=timeout, connect_timeout=timeout, breaker_failures=3, breaker_reset=0.05)
         self.client = create_redis(self.cfg.redis_url, fast, cluster=self.cfg.cluster)
+        self.closing.push_async_callback(self.client.aclose)
         if self.cfg.cluster:
-            await self.client.initialize()
             self.admin = RedisCluster.from_url(self.cfg.redis_url, decode_responses=True, socket_timeout=2)
         else:
             self.admin = aioredis.Redis.from_url(self.cfg.redis_url, decode_responses=True, socket_timeout=2)
+        self.closing.push_async_callback(self.admin.aclose)
+        if self.cfg.cluster:
+            await self.client.initialize()
         cache = CacheSettings(size=CACHE_SIZE, dirty_max=1, key_prefix=self.prefix)
         self.store = HybridStore(self.client, PostgresStore(self.pool), cache=cache, breaker=fast, events=self.events)
+        self.closing.push_async_callback(self.store.close)
         await self.store.load_scripts()
 
     def teardown(self) -> None:
@@ -126,10 +142,7 @@ class HybridVsModel(RuleBasedStateMachine):
             self.loop.close()
 
     async def _close(self) -> None:
-        await self.store.close()
-        await self.client.aclose()
-        await self.admin.aclose()
-        await self.pool.close()
+        await self.closing.aclose()
 
     def _text(self) -> str:
         self.counter += 1

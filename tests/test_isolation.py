@@ -27,6 +27,7 @@ from sessionbench.store.http import Authenticator, ServiceSettings, create_app
 from sessionbench.store.http.middleware import _Edge
 from sessionbench.store.instrumentation.metrics import Metrics
 from sessionbench.store.settings import Settings
+from tests.sources import parse_source
 
 # user names that cannot occur by chance in metric names, label values or log text
 OWNER, INTRUDER = "ownerqzx", "intruderqzx"
@@ -113,7 +114,7 @@ async def test_another_users_token_is_404_on_every_route_of_every_backend(settin
 
 def test_tokens_are_compared_with_hmac_compare_digest_and_never_looked_up() -> None:
     """``Authenticator.user_for`` compares every configured token with hmac.compare_digest, never with == or a dict."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(Authenticator.user_for)))
+    tree = parse_source(textwrap.dedent(inspect.getsource(Authenticator.user_for)))
     calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     assert "hmac.compare_digest" in calls
     token_names = {"token", "raw"}

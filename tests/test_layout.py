@@ -12,13 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.sources import parse_file
+
 ROOT = Path(__file__).resolve().parents[1]
 SHORTCUT_NAMES = ("store", "bench", "loadtests")
 
 
 def _imported_top_level_names(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    for node in ast.walk(parse_file(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
