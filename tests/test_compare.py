@@ -84,7 +84,7 @@ def test_quick_compare_writes_result_and_report_and_tables_every_config(
     assert again.strip() in out
 
 
-def test_closed_turns_mode_prints_issue_3_ratios(
+def test_closed_turns_mode_prints_the_target_ratios(
     external: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--closed-turns` runs whole turns per history size and reports the target ratios (n/a for absent configs)."""
@@ -109,6 +109,28 @@ def test_closed_turns_mode_prints_issue_3_ratios(
     hybrid_floor = next(c for c in data["configs"] if c["name"] == "floor-hybrid")
     assert hybrid_floor["servers"]["pg_round_trips_per_turn"] == pytest.approx(2.0, abs=0.05)
     assert hybrid_floor["servers"]["redis_round_trips_per_turn"] == pytest.approx(3.0, abs=0.05)
+    _check_turn_targets(ResultFile.from_json(data))
+
+
+def _check_turn_targets(result: ResultFile) -> None:
+    """The targets judge the ratios they name: from the run's own records, renamed and given turn counts."""
+    floor = result.find("floor-hybrid", 20)
+    assert floor is not None
+    assert floor.turns > 0
+    records = {
+        "hybrid": replace(floor, name="hybrid", turns=floor.turns),  # 1.00x floor-hybrid: pass
+        "seed": replace(floor, name="seed", turns=floor.turns // 3),  # hybrid ~3x the seed: pass
+        "peer-fast": replace(floor, name="peer-fast", turns=floor.turns),  # 1x, below 2x: MISS
+        "peer-slow": replace(floor, name="peer-slow", turns=floor.turns // 4),  # ~4x: pass
+    }
+    result = replace(result, configs=[*result.configs, *records.values()])
+    checks = dict(report.turn_target_checks(result))
+    assert checks["h=20: hybrid turns/s ≥ 0.8× floor-hybrid"] == "1.00× pass"
+    assert checks["h=20: hybrid turns/s ≥ 2× seed"].endswith(" pass")
+    assert checks["h=20: hybrid turns/s ≥ 2× peer-fast"] == "1.00× MISS"
+    assert checks["h=20: hybrid turns/s ≥ 2× peer-slow"].endswith(" pass")
+    assert checks["h=40: hybrid turns/s ≥ 2× peer-fast"] == "n/a"  # no hybrid record at h=40
+    assert checks["h=20: hybrid hit-read p50 ≤ 1.25× bare LRANGE p50"] == "n/a"  # the copy has no read.hit
 
 
 def test_closed_model_with_clients(external: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
