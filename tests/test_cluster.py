@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -101,3 +101,46 @@ async def test_a_dead_master_degrades_to_postgresql_and_recovers(
     results = [(await hybrid.read(sid)) for sid in sids]
     assert [r.cache for r in results] == ["hit"] * len(sids)
     assert all(r.messages[-1].content == "during the outage" for r in results)
+
+
+async def _io_counters(clients: list[aioredis.Redis]) -> list[tuple[int, int, int]]:
+    """(replies written, requests read, EVALSHA calls) of every master, sampled on its open connection."""
+    out = []
+    for client in clients:
+        info = await client.info("stats", "commandstats")
+        evalsha = info.get("cmdstat_evalsha", {"calls": 0})["calls"]
+        out.append((info["total_writes_processed"], info["total_reads_processed"], evalsha))
+    return out
+
+
+async def test_a_turn_on_a_cluster_is_one_redis_round_trip_to_the_sessions_master(
+    hybrid: HybridStore, redis_cluster: EmbeddedRedisCluster
+) -> None:
+    """``add_and_read`` on a cached session sends its two scripts to the one master of the session's slot,
+    in one round trip, as on a single server; a hit is one round trip too. Counted on the servers: each
+    master's own sampling adds one reply (the first sample's) and one request (the second's)."""
+    sid, warm = await _sessions(hybrid, 2)
+    for target in (sid, warm):
+        assert (await hybrid.read(target)).cache == "miss"  # populated: the append extends, the read hits
+    await hybrid.add_and_read(warm, [{"role": "user", "content": "warm-up"}], 20)  # connections open
+    masters = await _node_clients(redis_cluster)
+    for client in masters:
+        await client.ping()  # connected before the first sample
+
+    async def per_master(op: Callable[[], Awaitable[object]]) -> list[tuple[int, int, int]]:
+        before = await _io_counters(masters)
+        await op()
+        after = await _io_counters(masters)
+        return [(w1 - w0 - 1, r1 - r0 - 1, e1 - e0) for (w0, r0, e0), (w1, r1, e1) in zip(before, after, strict=True)]
+
+    try:
+        turn = await per_master(lambda: hybrid.add_and_read(sid, [{"role": "user", "content": "one more"}], 20))
+        hit = await per_master(lambda: hybrid.read(sid))
+    finally:
+        for client in masters:
+            await client.aclose()
+    assert [counts for counts in turn if counts != (0, 0, 0)] == [(1, 1, 2)], turn  # one reply, request, 2 EVALSHA
+    assert [counts for counts in hit if counts != (0, 0, 0)] == [(1, 1, 1)], hit
+    window = await hybrid.read(sid)
+    assert window.cache == "hit"
+    assert [m.content for m in window.messages] == ["hi", "hello", "one more"]
