@@ -10,10 +10,10 @@ Every store column is also divided by the bare-driver floor that makes the same 
 trips (hybrid hit reads by ``floor-redis``, hybrid appends by ``floor-hybrid``, postgres
 by ``floor-asyncpg``; :data:`sessionbench.bench.harness.floors.FLOOR_OF`): the "÷ its floor" rows.
 
-``--closed-turns`` runs issue 3's benchmark instead: 16 clients doing whole turns
+``--closed-turns`` runs the fixed-turn benchmark instead: 16 clients doing whole turns
 (append ~200 B, read the last 20, append ~800 B) on sessions with 20 and 200
 messages of history, for every configuration including the bare-driver floors, and
-prints the target ratios with pass/miss.
+prints the target ratios with pass/miss (:data:`sessionbench.bench.harness.report.TARGETS`).
 
 ``--generator-check`` measures the load generator itself with a no-op store: the
 highest operation rate it can schedule on one core, and its CPU use at the chosen
@@ -545,7 +545,7 @@ async def compare_workload(
         relays.close()
 
 
-# ----------------------------------------------------------------------------- issue 3's turns
+# ----------------------------------------------------------------------------- the fixed-turn benchmark
 
 
 async def compare_turns(
@@ -1190,9 +1190,11 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--closed-turns",
         action="store_true",
-        help="issue 3's benchmark instead of the workload: --turn-clients clients doing whole turns "
-        "(append 200 B, read 20, append 800 B) at each --histories size; "
-        "prints the target ratios",
+        help="the fixed-turn benchmark instead of the workload: --turn-clients clients doing whole turns "
+        "(append 200 B, read 20, append 800 B) at each --histories size; prints the target ratios "
+        f"(hybrid turns/s >= {report.TARGETS['hybrid_floor']:g}x floor-hybrid, >= {report.TARGETS['seed']:g}x "
+        f"the seed and >= {report.TARGETS['peer']:g}x every peer-* column; hit read <= "
+        f"{report.TARGETS['lrange']:g}x floor-redis)",
     )
     g.add_argument("--turn-clients", type=int, default=16, metavar="N", help="clients for --closed-turns (default: 16)")
     g.add_argument(

@@ -342,7 +342,7 @@ def _reference(result: ResultFile, reference: str | None) -> str:
 
 
 def render_table(result: ResultFile, *, reference: str | None = None) -> str:
-    """The side-by-side table, its legend and conclusion (plus issue 3's checks for ``--closed-turns``)."""
+    """The side-by-side table, its legend and conclusion (plus the target checks for ``--closed-turns``)."""
     ref = _reference(result, reference)
     parts = _describe(result)
     for heading, records in result.groups():

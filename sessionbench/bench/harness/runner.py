@@ -20,7 +20,7 @@ Three ways to drive it, all in-process on one asyncio loop and all bounded in ti
 :func:`run_closed` (a **closed model**)
     ``clients`` workers each own a share of the sessions and run their events back to
     back, ignoring timestamps: peak throughput, with latency as service time.
-:func:`run_turns` (issue 3's fixed turn)
+:func:`run_turns` (the fixed-turn benchmark)
     ``clients`` workers each loop over their own sessions doing one turn after
     another: append the user's message, read the last ``limit``, append the answer.
 
