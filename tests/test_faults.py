@@ -5,7 +5,9 @@ Short by default (part of ``make test``); ``SESSIONBENCH_LONG=1`` runs longer lo
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,9 +32,9 @@ from sessionbench.bench.reliability.faults import (
     run_fault,
     stale_reason,
 )
-from sessionbench.bench.servers import EmbeddedPostgres, EmbeddedRedis
+from sessionbench.bench.servers import EmbeddedPgBouncer, EmbeddedPostgres, EmbeddedRedis
 from sessionbench.bench.service.process import ServiceProcess
-from sessionbench.store import RedisSettings, open_store
+from sessionbench.store import RedisSettings, StoreUnavailable, open_store
 
 pytestmark = pytest.mark.faults
 
@@ -151,6 +153,50 @@ async def test_postgres_immediate_restart_under_load(
     assert appends, report.outage_statuses
     assert set(appends) == {"append 503"}, report.outage_statuses
     assert report.recovery_seconds is not None  # appends succeed again after the restart
+
+
+#: How soon after PostgreSQL is back an append through PgBouncer must succeed: the embedded
+#: PgBouncer retries a failed server login after 1 s (``server_login_retry``; 0.6-0.9 s measured),
+#: plus slack. With PgBouncer's default of 15 s appends had not recovered 12 s after the restart.
+PGBOUNCER_RECOVERY = 3.0
+#: The store's statement timeout in this test: PgBouncer holds a query while it has no server
+#: (up to its ``query_wait_timeout``), so the first call of an outage waits this long.
+PGBOUNCER_COMMAND_TIMEOUT = 2.0
+
+
+async def test_postgres_restart_behind_pgbouncer_is_typed_and_recovers(
+    postgres_server: EmbeddedPostgres, pgbouncer: EmbeddedPgBouncer
+) -> None:
+    """PostgreSQL SIGKILLed behind PgBouncer (transaction mode): each append meanwhile raises StoreUnavailable
+    within the statement timeout, never a driver exception; appends succeed again soon after the restart;
+    every acknowledged one is read back."""
+    spec = f"postgres?postgres.statement_cache_size=0&postgres.command_timeout={PGBOUNCER_COMMAND_TIMEOUT}"
+    async with await open_store(spec, database_url=pgbouncer.url) as store:
+        sid = str(uuid.uuid4())
+        await store.add_message(sid, "user", "before")
+        postgres_server.kill()
+        waits = []
+        try:
+            for i in range(3):
+                t0 = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.add_message(sid, "user", f"during {i}")
+                waits.append(round(time.monotonic() - t0, 2))
+        finally:
+            postgres_server.restart()
+        t0 = time.monotonic()
+        recovered: float | None = None
+        while recovered is None and time.monotonic() - t0 < 4 * PGBOUNCER_RECOVERY:
+            try:
+                await store.add_message(sid, "user", "after")
+                recovered = time.monotonic() - t0
+            except StoreUnavailable:
+                await asyncio.sleep(0.1)
+        print(f"\nfailed appends took {waits} s; appends succeeded again {recovered} s after the restart")
+        assert max(waits) < PGBOUNCER_COMMAND_TIMEOUT + 1.0, waits
+        assert recovered is not None
+        assert recovered < PGBOUNCER_RECOVERY
+        assert [m.content for m in (await store.read(sid)).messages] == ["before", "after"]
 
 
 async def test_service_sigkill_and_restart_under_load(database_url: str, redis_url: str, tmp_path: Path) -> None:

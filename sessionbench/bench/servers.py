@@ -688,6 +688,8 @@ class EmbeddedPgBouncer:
             "server_reset_query": "DEALLOCATE ALL",
             "server_reset_query_always": "1",
             "ignore_startup_parameters": "extra_float_digits",
+            # after a failed server login (PostgreSQL restarting) retry in 1 s, not the default 15 s
+            "server_login_retry": "1",
         }
 
     def _write_config(self, workdir: Path) -> Path:
