@@ -156,7 +156,7 @@ async def test_postgres_immediate_restart_under_load(
 
 
 #: How soon after PostgreSQL is back an append through PgBouncer must succeed: the embedded
-#: PgBouncer retries a failed server login after 1 s (``server_login_retry``; 0.6-0.9 s measured),
+#: PgBouncer retries a failed server login after 1 s (``server_login_retry``; 0.2-1.1 s measured),
 #: plus slack. With PgBouncer's default of 15 s appends had not recovered 12 s after the restart.
 PGBOUNCER_RECOVERY = 3.0
 #: The store's statement timeout in this test: PgBouncer holds a query while it has no server
@@ -164,14 +164,15 @@ PGBOUNCER_RECOVERY = 3.0
 PGBOUNCER_COMMAND_TIMEOUT = 2.0
 
 
+@pytest.mark.parametrize("backend", ["postgres", "hybrid"])
 async def test_postgres_restart_behind_pgbouncer_is_typed_and_recovers(
-    postgres_server: EmbeddedPostgres, pgbouncer: EmbeddedPgBouncer
+    postgres_server: EmbeddedPostgres, pgbouncer: EmbeddedPgBouncer, redis_url: str, backend: str
 ) -> None:
     """PostgreSQL SIGKILLed behind PgBouncer (transaction mode): each append meanwhile raises StoreUnavailable
     within the statement timeout, never a driver exception; appends succeed again soon after the restart;
     every acknowledged one is read back."""
-    spec = f"postgres?postgres.statement_cache_size=0&postgres.command_timeout={PGBOUNCER_COMMAND_TIMEOUT}"
-    async with await open_store(spec, database_url=pgbouncer.url) as store:
+    spec = f"{backend}?postgres.statement_cache_size=0&postgres.command_timeout={PGBOUNCER_COMMAND_TIMEOUT}"
+    async with await open_store(spec, database_url=pgbouncer.url, redis_url=redis_url) as store:
         sid = str(uuid.uuid4())
         await store.add_message(sid, "user", "before")
         postgres_server.kill()
