@@ -191,6 +191,51 @@ def test_bad_histories_are_refused_before_any_server_starts(
     assert "--histories '20,x'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--turn-shaped"], "--turn-shaped applies to --closed-turns"),
+        (["--closed-turns", "--turn-shaped", "--configs", "hybrid,seed"], "have no turn-shaped call"),
+    ],
+)
+def test_turn_shaped_needs_closed_turns_and_configurations_that_have_the_call(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--turn-shaped` without `--closed-turns`, or naming a configuration without the call, exits 2 in one line."""
+    monkeypatch.setattr(compare, "open_servers", _no_servers)
+    assert main(["compare", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert message in lines[0]
+
+
+def test_turn_shaped_closed_turns_make_one_redis_round_trip_fewer_per_turn(
+    external: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--closed-turns --turn-shaped`: the user's message and the read are one call; the hybrid and floor-hybrid
+    make 2 PG + 2 Redis round trips a turn (against 2 + 3), postgres 3 PG, and the calls are hits."""
+    argv = ["compare", "--closed-turns", "--turn-shaped", "--configs", "hybrid,postgres,floor-hybrid,floor-asyncpg",
+            "--histories", "20", "--turn-seconds", "0.3", "--turn-clients", "4", "--servers", "external",
+            "--output", str(tmp_path), "--no-progress", "--no-html"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "read last 20 in one call (turn-shaped)" in out
+    assert "append_read p50" in out
+    data = json.loads((result_dir(tmp_path) / "result.json").read_text())
+    assert data["turns"]["turn_shaped"] is True
+    result = ResultFile.from_json(data)
+    assert result.turns is not None
+    assert result.turns.shaped
+    trips = {c["name"]: c["servers"] for c in data["configs"]}
+    for name, pg, redis in (("hybrid", 2, 2), ("floor-hybrid", 2, 2), ("postgres", 3, 0), ("floor-asyncpg", 3, 0)):
+        assert trips[name]["pg_round_trips_per_turn"] == pytest.approx(pg, abs=0.05), name
+        assert trips[name]["redis_round_trips_per_turn"] == pytest.approx(redis, abs=0.05), name
+    hybrid = result.find("hybrid", 20)
+    assert hybrid is not None
+    assert hybrid.counts.get("append_read.hit", 0) == hybrid.counts.get("append_read", -1) > 0
+    assert hybrid.counts.get("read", 0) == 0
+
+
 def test_progress_prints_one_line_per_configuration_when_not_a_terminal(
     external: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

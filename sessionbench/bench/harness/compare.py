@@ -558,8 +558,10 @@ async def compare_turns(
     cache_size: int | None,
     progress: Progress,
     result: ResultFile,
+    shaped: bool = False,
 ) -> None:
-    """Issue 3's benchmark: closed loop of whole turns per plan entry (configuration, history, network)."""
+    """The fixed-turn benchmark: closed loop of whole turns per plan entry (configuration, history, network);
+    ``shaped``: each turn's user append and read are one turn-shaped call."""
     sessions = [f"h{i}" for i in range(clients * 2)]
     relays = Relays()
     try:
@@ -574,7 +576,7 @@ async def compare_turns(
 
             async def run(target: Target, update: Callable[[float], None] = update) -> RunResult:
                 return await run_turns(
-                    target, sessions, clients=clients, duration=seconds, warmup=warmup, progress=update
+                    target, sessions, clients=clients, duration=seconds, warmup=warmup, progress=update, shaped=shaped
                 )
 
             record = await _measure(
@@ -781,9 +783,21 @@ def _configs(args: argparse.Namespace) -> tuple[list[Config], list[str]]:
         if single:
             notes.append(f"note: on a Redis Cluster, skipping {', '.join(single)} (they use single-server clients)")
         configs = [c for c in configs if _cluster_ready(c)]
+    if getattr(args, "turn_shaped", False):
+        plain = [c.name for c in configs if not _turn_shaped_ready(c)]
+        if plain and args.configs is not None:
+            raise ValueError(f"{', '.join(plain)} have no turn-shaped call (--turn-shaped: stores and floors)")
+        if plain:
+            notes.append(f"note: --turn-shaped: skipping {', '.join(plain)} (no turn-shaped call)")
+        configs = [c for c in configs if _turn_shaped_ready(c)]
     if not configs:
         raise ValueError("no configuration left to run")
     return configs, notes
+
+
+def _turn_shaped_ready(config: Config) -> bool:
+    """Whether a configuration has a turn-shaped call: the stores (``add_and_read``) and the floors."""
+    return config.kind in ("store", "floor")
 
 
 def _redis_topology(text: str) -> str:
@@ -895,6 +909,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError("--sweep history=... runs the closed-turn benchmark: leave out --clients and --trace")
         args.closed_turns = True
         args.histories = ",".join(f"{v:g}" for v in sweep[1])
+    if args.turn_shaped and not args.closed_turns:
+        raise ValueError("--turn-shaped applies to --closed-turns (the workload replays its own operations)")
     workload = _workload(args)
     if args.write_trace:
         n = write_trace(args.write_trace, generate(workload), compression=workload.time_compression)
@@ -955,7 +971,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         progress.begin()
         if args.closed_turns:
             warmup = 0.3 if args.quick else 0.5
-            turns = TurnSettings(clients=args.turn_clients, histories=histories, seconds=seconds, warmup=warmup)
+            turns = TurnSettings(
+                clients=args.turn_clients, histories=histories, seconds=seconds, warmup=warmup, shaped=args.turn_shaped
+            )
             result = ResultFile.new("turns", seed=args.seed, turns=turns, **common)
             asyncio.run(
                 compare_turns(
@@ -967,6 +985,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     cache_size=args.cache_size,
                     progress=progress,
                     result=result,
+                    shaped=args.turn_shaped,
                 )
             )
         else:
@@ -1197,6 +1216,13 @@ def register(subparsers: Any) -> None:
         f"{report.TARGETS['lrange']:g}x floor-redis)",
     )
     g.add_argument("--turn-clients", type=int, default=16, metavar="N", help="clients for --closed-turns (default: 16)")
+    g.add_argument(
+        "--turn-shaped",
+        action="store_true",
+        help="with --closed-turns: each turn's user message and read are one call (add_and_read; the floors' "
+        "least work for it: floor-hybrid INSERT then one pipeline with the LRANGE), then the answer's append; "
+        "configurations without such a call (seed, peers) are skipped",
+    )
     g.add_argument(
         "--histories",
         default=HISTORIES_DEFAULT,

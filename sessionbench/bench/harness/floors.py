@@ -153,6 +153,11 @@ class AsyncpgFloor:
         rows.reverse()
         return None
 
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
+        """The ``INSERT``, then the ``SELECT`` (2 round trips, as the postgres store's ``add_and_read``)."""
+        await self.append(session, roles, sizes)
+        return await self.read(session, limit, None)
+
     async def close(self) -> None:
         await self.pool.close()
 
@@ -184,8 +189,11 @@ class RedisFloor:
     def key(self, session: str) -> str:
         return f"{self.prefix}:{{{session_uuid(session)}}}"
 
-    async def push(self, session: str, first: int, roles: str, contents: Sequence[str]) -> None:
-        """One pipeline: ``RPUSH`` the encoded messages, ``LTRIM`` to the window, ``PEXPIRE`` (1 round trip)."""
+    async def push(
+        self, session: str, first: int, roles: str, contents: Sequence[str], *, read_limit: int | None = None
+    ) -> None:
+        """One pipeline: ``RPUSH`` the encoded messages, ``LTRIM`` to the window, ``PEXPIRE`` (1 round trip);
+        with ``read_limit``, the ``LRANGE`` of the last ``read_limit`` too (still 1 round trip)."""
         key = self.key(session)
         now = datetime.now(UTC).isoformat()
         encoded = [
@@ -196,6 +204,8 @@ class RedisFloor:
             pipe.ltrim(key, -self.window, -1)
             if self.ttl_ms is not None:
                 pipe.pexpire(key, self.ttl_ms)
+            if read_limit is not None:
+                pipe.lrange(key, -read_limit, -1)
             await pipe.execute()
 
     async def append(self, session: str, roles: str, sizes: Sequence[int]) -> None:
@@ -216,6 +226,12 @@ class RedisFloor:
 
     async def read(self, session: str, limit: int, before: int | None) -> str | None:
         await self.window_range(session, self._messages.last(session), limit, before)
+        return None
+
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
+        """The append's pipeline with the read's ``LRANGE`` in it (1 round trip)."""
+        first, contents = self._messages.take(session, sizes)
+        await self.push(session, first, roles, contents, read_limit=limit)
         return None
 
     async def close(self) -> None:
@@ -257,6 +273,13 @@ class HybridFloor:
 
     async def read(self, session: str, limit: int, before: int | None) -> str | None:
         await self.cache.window_range(session, self._messages.last(session), limit, before)
+        return None
+
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
+        """``INSERT``, then one pipeline that appends to the cache and reads the window (1 PG + 1 Redis)."""
+        first, contents = self._messages.take(session, sizes)
+        await self.database.insert(session, first, roles, contents)
+        await self.cache.push(session, first, roles, contents, read_limit=limit)
         return None
 
     async def close(self) -> None:

@@ -107,9 +107,11 @@ def _latencies() -> Iterator[Metric]:
     every = (*(f"p{p:g}" for p in PERCENTILES), "max")
     points: dict[str, dict[str, tuple[str, ...]]] = {
         "workload": {"append": every, "read": every, "read.hit": every, "read.miss": every, "turn": ("p50", "p99")},
-        "turns": {"turn": ("p50", "p99"), "append": ("p50", "p99"), "read": ("p50", "p99"), "read.hit": ("p50", "p99")},
+        "turns": {
+            op: ("p50", "p99") for op in ("turn", "append", "read", "read.hit", "append_read", "append_read.hit")
+        },
     }
-    for op in ("turn", "append", "read", "read.hit", "read.miss"):
+    for op in ("turn", "append", "read", "read.hit", "read.miss", "append_read", "append_read.hit"):
         for point in every:
             kinds = frozenset(k for k in KINDS if point in points[k].get(op, ()))
             if kinds:

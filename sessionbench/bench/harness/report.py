@@ -305,9 +305,14 @@ def _describe(result: ResultFile) -> list[str]:
         )
     if result.kind == "turns" and result.turns is not None:
         t = result.turns
+        user = (
+            f"append {t.user_bytes} B and read last {t.limit} in one call (turn-shaped)"
+            if t.shaped
+            else f"append {t.user_bytes} B + read last {t.limit}"
+        )
         lines.append(
-            f"closed turns: {t.clients} clients · append {t.user_bytes} B + read last {t.limit} + append "
-            f"{t.assistant_bytes} B · {t.seconds:g} s per run after {t.warmup:g} s warm-up"
+            f"closed turns: {t.clients} clients · {user} + append {t.assistant_bytes} B · {t.seconds:g} s per run "
+            f"after {t.warmup:g} s warm-up"
         )
     elif result.workload is not None:
         w = result.workload

@@ -465,6 +465,22 @@ class CountingTarget:
         self.trips.operation(session, f"read.{cache}" if cache else "read", op, perf_counter_ns() - t0)
         return cache
 
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
+        """A turn-shaped call of the wrapped target (see ``runner.turn_shaped``), counted as ``append_read``."""
+        op = _OpTrips()
+        token = _CURRENT_OP.set(op)
+        t0 = perf_counter_ns()
+        try:
+            cache: str | None = await self.target.append_and_read(session, roles, sizes, limit)  # type: ignore[attr-defined]
+        except BaseException:
+            self.trips.failed(session)
+            raise
+        finally:
+            _CURRENT_OP.reset(token)
+        kind = f"append_read.{cache}" if cache else "append_read"
+        self.trips.operation(session, kind, op, perf_counter_ns() - t0, roles)
+        return cache
+
     async def close(self) -> None:
         await self.target.close()
 
@@ -981,6 +997,8 @@ class TurnSettings:
     user_bytes: int = 200
     assistant_bytes: int = 800
     limit: int = 20
+    shaped: bool = False
+    """``--turn-shaped``: the user's append and the read were one ``add_and_read`` call."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -991,6 +1009,7 @@ class TurnSettings:
             "user_bytes": self.user_bytes,
             "assistant_bytes": self.assistant_bytes,
             "limit": self.limit,
+            "turn_shaped": self.shaped,
         }
 
     @classmethod
@@ -1003,6 +1022,7 @@ class TurnSettings:
             user_bytes=int(d.get("user_bytes", 200)),
             assistant_bytes=int(d.get("assistant_bytes", 800)),
             limit=int(d.get("limit", 20)),
+            shaped=bool(d.get("turn_shaped", False)),
         )
 
 

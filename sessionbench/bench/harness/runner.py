@@ -86,6 +86,25 @@ class Target(Protocol):
     async def close(self) -> None: ...
 
 
+class TurnShapedTarget(Target, Protocol):
+    """A target with a turn-shaped call: append, then the window after it, as one call
+    (``SessionStore.add_and_read``; the floors' least work for it)."""
+
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None: ...
+
+
+def turn_shaped(target: Target) -> TurnShapedTarget | None:
+    """``target`` if it has a turn-shaped call (the stores and the floors), else None (the seed, peers)."""
+    inner: Any = target
+    while hasattr(inner, "target"):  # a wrapper (CountingTarget) calls the target it wraps
+        if not callable(getattr(inner, "append_and_read", None)):
+            return None
+        inner = inner.target
+    if isinstance(inner, StoreTarget) and not hasattr(inner.store, "add_and_read"):
+        return None
+    return target if callable(getattr(inner, "append_and_read", None)) else None  # type: ignore[return-value]
+
+
 class ChatStore(Protocol):
     """The part of :class:`store.SessionStore` (and of the seed baseline) the runner uses."""
 
@@ -170,6 +189,15 @@ class StoreTarget:
             return result.cache
         await self.store.get_messages(session_uuid(session), limit, before)
         return None
+
+    async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
+        """``add_and_read`` (stores only: see :func:`turn_shaped`); the cache result when there is a cache."""
+        self._salt += 1
+        pairs = zip(roles, sizes, strict=True)
+        messages = [{"role": LETTER_ROLES[r], "content": payload(n, self._salt + i)} for i, (r, n) in enumerate(pairs)]
+        self._salt += len(messages)
+        turn = await self.store.add_and_read(session_uuid(session), messages, limit)  # type: ignore[attr-defined]
+        return str(turn.cache) if self._cached else None
 
     async def close(self) -> None:
         if self._owns:
@@ -452,6 +480,26 @@ class _Executor:
             self.rec.turns += 1
         return end
 
+    async def append_and_read(self, target: TurnShapedTarget, ev: TraceEvent, t0: int) -> int:
+        """Run ``ev`` (an append) and the read of its window as one call, recorded as ``append_read``."""
+        op = "append_read"
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                cache = await target.append_and_read(ev.session, ev.roles, ev.sizes, ev.limit)
+        except TimeoutError:
+            end = perf_counter_ns()
+            self.rec.error(op, "timeout", end)
+            return end
+        except Exception as exc:  # noqa: BLE001 - any failure of the target is counted; the run goes on
+            end = perf_counter_ns()
+            self.rec.error(op, type(exc).__name__, end)
+            return end
+        end = perf_counter_ns()
+        self.rec.record(op, end - t0, end, cache)
+        if ev.roles[:1] == "u":
+            self.rec.turns += 1
+        return end
+
 
 # ----------------------------------------------------------------------------- open model
 
@@ -700,15 +748,21 @@ async def run_turns(
     limit: int = 20,
     op_timeout: float = 10.0,
     progress: Callable[[float], None] | None = None,
+    shaped: bool = False,
 ) -> RunResult:
     """Closed loop of whole turns (append user, read last ``limit``, append assistant).
 
     Client ``i`` cycles over ``sessions[i::clients]``.  The first ``warmup`` seconds
     are run but not recorded.  Histograms: ``append``, ``read`` (+ ``read.<cache>``),
-    ``turn``; ``turns`` counts completed turns.
+    ``turn``; ``turns`` counts completed turns.  ``shaped``: the user's append and the
+    read are one turn-shaped call (``append_read`` + ``append_read.<cache>``; the target
+    must have one, see :func:`turn_shaped`), then the assistant's append.
     """
     if clients < 1 or len(sessions) < clients:
         raise ValueError("need at least one session per client")
+    shaped_target = turn_shaped(target) if shaped else None
+    if shaped and shaped_target is None:
+        raise ValueError(f"{target.name} has no turn-shaped call")
     rec = Recorder()
     rec.enabled = False
     executor = _Executor(target, rec, op_timeout)
@@ -730,8 +784,12 @@ async def run_turns(
             n += 1
             t0 = perf_counter_ns()
             before = sum(rec.errors.values())
-            await executor.execute(TraceEvent(0.0, key, "append", "u", (user_bytes,)), t0)
-            await executor.execute(TraceEvent(0.0, key, "read", limit=limit), perf_counter_ns())
+            if shaped_target is not None:
+                user = TraceEvent(0.0, key, "append", "u", (user_bytes,), limit=limit)
+                await executor.append_and_read(shaped_target, user, t0)
+            else:
+                await executor.execute(TraceEvent(0.0, key, "append", "u", (user_bytes,)), t0)
+                await executor.execute(TraceEvent(0.0, key, "read", limit=limit), perf_counter_ns())
             end = await executor.execute(TraceEvent(0.0, key, "append", "a", (assistant_bytes,)), perf_counter_ns())
             if rec.enabled and t0 >= rec.t0 and sum(rec.errors.values()) == before:
                 rec.record("turn", end - t0, end)
@@ -765,5 +823,6 @@ async def run_turns(
             "assistant_bytes": assistant_bytes,
             "limit": limit,
             "sessions": len(sessions),
+            "turn_shaped": shaped,
         },
     )
