@@ -178,10 +178,14 @@ class StoreTarget:
         if len(roles) == 1:
             await self.store.add_message(sid, LETTER_ROLES[roles], payload(sizes[0], self._salt))
             return
+        await self.store.add_messages(sid, self._messages(roles, sizes))
+
+    def _messages(self, roles: str, sizes: Sequence[int]) -> list[dict[str, str]]:
+        """The messages of one append: a role letter and a payload size each, every payload distinct."""
         pairs = zip(roles, sizes, strict=True)
         messages = [{"role": LETTER_ROLES[r], "content": payload(n, self._salt + i)} for i, (r, n) in enumerate(pairs)]
         self._salt += len(messages)
-        await self.store.add_messages(sid, messages)
+        return messages
 
     async def read(self, session: str, limit: int, before: int | None) -> str | None:
         if self._cached:
@@ -193,9 +197,7 @@ class StoreTarget:
     async def append_and_read(self, session: str, roles: str, sizes: Sequence[int], limit: int) -> str | None:
         """``add_and_read`` (stores only: see :func:`turn_shaped`); the cache result when there is a cache."""
         self._salt += 1
-        pairs = zip(roles, sizes, strict=True)
-        messages = [{"role": LETTER_ROLES[r], "content": payload(n, self._salt + i)} for i, (r, n) in enumerate(pairs)]
-        self._salt += len(messages)
+        messages = self._messages(roles, sizes)
         turn = await self.store.add_and_read(session_uuid(session), messages, limit)  # type: ignore[attr-defined]
         return str(turn.cache) if self._cached else None
 
