@@ -234,6 +234,7 @@ def test_turn_shaped_closed_turns_make_one_redis_round_trip_fewer_per_turn(
     assert hybrid is not None
     assert hybrid.counts.get("append_read.hit", 0) == hybrid.counts.get("append_read", -1) > 0
     assert hybrid.counts.get("read", 0) == 0
+    assert hybrid.operations >= 2 * hybrid.turns  # a turn-shaped turn is two operations
 
 
 def test_progress_prints_one_line_per_configuration_when_not_a_terminal(

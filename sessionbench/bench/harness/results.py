@@ -815,8 +815,9 @@ class RunRecord:
 
     @property
     def operations(self) -> int:
-        """Completed store operations (appends and reads; a turn is three of them)."""
-        return self.counts.get("append", 0) + self.counts.get("read", 0)
+        """Completed store operations (appends, reads and turn-shaped calls; a turn is three of them, or
+        two when turn-shaped)."""
+        return self.counts.get("append", 0) + self.counts.get("read", 0) + self.counts.get("append_read", 0)
 
     @property
     def ops_per_s(self) -> float | None:
